@@ -1,0 +1,1 @@
+"""OpenRealtime's session side: the ingress, sessions, protocols, persistence and web client."""
