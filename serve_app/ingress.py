@@ -1,36 +1,37 @@
-"""The FastAPI ingress deployment: HTTP routes and (from #3) the WebSocket sessions."""
+"""The FastAPI ingress deployment: the WebSocket sessions, health, metrics and the web client."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.clients.serve_handles import ServeModels
+from serve_app.host import SessionHost
 from serve_app.settings import ServerOptions
 
 api = FastAPI(title="OpenRealtime")
 
-
-@serve.deployment(name="Ingress", max_ongoing_requests=200)
+@serve.deployment(name="Ingress", max_ongoing_requests=200, graceful_shutdown_timeout_s=60)
 @serve.ingress(api)
 class Ingress:
-    def __init__(
-        self,
-        options: dict | None = None,
-        *,
-        vad: DeploymentHandle,
-        stt: DeploymentHandle,
-        llm: DeploymentHandle,
-        tts: DeploymentHandle,
-        vision: DeploymentHandle,
-    ) -> None:
+    def __init__(self, options: dict | None = None, *, vad: DeploymentHandle, stt: DeploymentHandle,
+                 llm: DeploymentHandle, tts: DeploymentHandle, vision: DeploymentHandle) -> None:
         self.options = ServerOptions.model_validate(options or {})
-        self.services: dict[str, DeploymentHandle] = {
-            "vad": vad, "stt": stt, "llm": llm, "tts": tts, "vision": vision,
-        }
+        self.handles: dict[str, DeploymentHandle] = {"vad": vad, "stt": stt, "llm": llm, "tts": tts,
+                                                     "vision": vision}
+        self.models = ServeModels(vad=vad, stt=stt, llm=llm, tts=tts, vision=vision,
+                                  timeout_s=self.options.session.model_timeout_s)
+        self.host = SessionHost.with_smart_turn(self.models, self.options)
+
+    @api.websocket("/ws")
+    async def native_session(self, websocket: WebSocket) -> None:
+        await self.host.serve_native(websocket)
 
     async def _service_health(self, name: str, handle: DeploymentHandle) -> dict[str, Any]:
         response = handle.info.remote()
@@ -45,8 +46,17 @@ class Ingress:
 
     @api.get("/health")
     async def health(self) -> dict[str, Any]:
-        names = list(self.services)
-        results = await asyncio.gather(*(self._service_health(n, self.services[n]) for n in names))
+        names = list(self.handles)
+        results = await asyncio.gather(*(self._service_health(n, self.handles[n]) for n in names))
         services = dict(zip(names, results))
+        services["smart_turn"] = {"status": "ok" if self.host.smart_turn else "disabled"}
         status = "ok" if all(r["status"] == "ok" for r in results) else "degraded"
         return {"status": status, "services": services}
+
+    @api.get("/metrics")
+    async def metrics(self) -> PlainTextResponse:
+        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+
+    async def __del__(self) -> None:
+        """Serve drains sessions before this runs; everything was persisted as it happened."""
+        await self.host.close()

@@ -7,15 +7,14 @@ our Ollama backends against its HTTP boundary, on loopback, with scripted replie
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+
+from tests.live_server import LiveServer
 
 
 @dataclass
@@ -111,31 +110,17 @@ class FakeOllama:
         return app
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class RunningFakeOllama:
-    """Serves a FakeOllama with uvicorn in a background thread until ``stop``."""
+    """Serves a FakeOllama on loopback until ``stop``."""
 
     def __init__(self, fake: FakeOllama) -> None:
-        port = _free_port()
-        fake.url = f"http://127.0.0.1:{port}"
         self.fake = fake
-        config = uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.live = LiveServer(fake.app())
+        fake.url = f"http://127.0.0.1:{self.live.port}"
 
     def start(self) -> FakeOllama:
-        self.thread.start()
-        ready = threading.Event()
-        # uvicorn sets `started` once the socket listens; wait on it rather than sleeping blindly
-        while not self.server.started:
-            ready.wait(0.01)
+        self.live.__enter__()
         return self.fake
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.live.__exit__(None, None, None)

@@ -1,0 +1,196 @@
+"""llama.cpp in process: the embedded SmolLM2-135M by default, any chat GGUF by path.
+
+Generation blocks, so it runs on one dedicated worker thread (a ``Llama`` is not re-entrant) and
+feeds the event loop through a queue; a stop event checked per token ends it when the stream is
+closed. Tool calls use the Hermes convention with grammar-constrained decoding (``tool_grammar``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import functools
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+from jinja2 import TemplateError
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from deployments.embedded import smollm2_gguf
+from deployments.errors import ModelInputError
+from deployments.llm import (
+    ChatDone,
+    ChatRequest,
+    LlmEvent,
+    LlmOptions,
+    TextDelta,
+    ToolCallEvent,
+    offered_tools,
+)
+from deployments.tool_grammar import (
+    TEXT_ONLY_GRAMMAR,
+    ReplyReader,
+    ToolMode,
+    answered_calls,
+    call_key,
+    has_tool_markup,
+    plain_messages,
+    tool_call_grammar,
+    tools_system_prompt,
+)
+
+_END = object()
+
+
+@dataclass
+class _Generation:
+    """One reply being decoded on the worker thread."""
+
+    prompt_tokens: list[int]
+    max_tokens: int
+    temperature: float
+    grammar: llama_cpp.LlamaGrammar | None
+    stop: threading.Event = field(default_factory=threading.Event)
+    completion_tokens: int = 0
+    finish_reason: str = "length"
+
+
+def _chatml(messages: list[dict[str, str]]) -> str:
+    turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return turns + "<|im_start|>assistant\n"
+
+
+class LlamaCppBackend:
+    def __init__(self, options: LlmOptions) -> None:
+        path = Path(options.model_path) if options.model_path else smollm2_gguf()
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF model file {path} does not exist")
+        self.options = options
+        self.model_name = path.name.removesuffix(".gguf")
+        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=options.n_ctx, n_threads=options.n_threads,
+                                   n_gpu_layers=options.n_gpu_layers, verbose=False)
+        self._vocab = self.llm._model.vocab  # raw handle for eog/control checks and grammar validation
+        template = self.llm.metadata.get("tokenizer.chat_template") if options.chat_format == "gguf" else None
+        self._template = None
+        if template:
+            self._template = Jinja2ChatFormatter(
+                template,
+                eos_token=self.llm.detokenize([self.llm.token_eos()], special=True).decode("utf-8", "replace"),
+                bos_token=self.llm.detokenize([self.llm.token_bos()], special=True).decode("utf-8", "replace"),
+            )
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
+        self._turn = asyncio.Lock()
+        self._running: asyncio.Future | None = None
+
+    @property
+    def generating(self) -> bool:
+        """True while the worker thread is decoding a reply."""
+        return self._running is not None and not self._running.done()
+
+    def info(self) -> dict[str, Any]:
+        return {"n_ctx": self.options.n_ctx, "chat_template": "gguf" if self._template else "chatml",
+                "tool_calls": "hermes+grammar"}
+
+    def _render(self, request: ChatRequest, tools: list[dict], mode: ToolMode) -> list[int]:
+        system = None
+        if mode != "text":
+            first = request.messages[0]
+            system = tools_system_prompt(first.content if first.role == "system" else None, tools)
+        messages = plain_messages(request.messages, system)
+        if self._template is None:
+            return self.llm.tokenize(_chatml(messages).encode("utf-8"), add_bos=True, special=True)
+        try:
+            prompt = self._template(messages=messages).prompt
+        except TemplateError as error:
+            raise ModelInputError(f"the model's chat template refused the conversation: {error}",
+                                  "invalid_request") from None
+        return self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+
+    def _grammar(self, text: str | None) -> llama_cpp.LlamaGrammar | None:
+        if text is None:
+            return None
+        # A grammar llama.cpp cannot parse would reach the sampler as a null pointer: check it here.
+        sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, text.encode("utf-8"), b"root")
+        if not sampler:
+            raise ModelInputError("the tools' parameter schemas do not compile to a grammar", "invalid_tool_schema")
+        llama_cpp.llama_sampler_free(sampler)
+        return llama_cpp.LlamaGrammar.from_string(text, verbose=False)
+
+    def _decode(self, job: _Generation, emit: Callable[[object], None]) -> None:
+        """Worker thread: sample tokens until end of turn, the token budget, or the stop event."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        tokens = self.llm.generate(job.prompt_tokens, temp=job.temperature, grammar=job.grammar)
+        try:
+            for token in tokens:
+                if job.stop.is_set():
+                    job.finish_reason = "cancelled"
+                    break
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token) or llama_cpp.llama_vocab_is_control(
+                        self._vocab, token):
+                    job.finish_reason = "stop"
+                    break
+                job.completion_tokens += 1
+                piece = decoder.decode(self.llm.detokenize([token]))
+                if piece:
+                    emit(piece)
+                if job.completion_tokens >= job.max_tokens:
+                    break
+            if tail := decoder.decode(b"", final=True):
+                emit(tail)
+        finally:
+            tokens.close()
+            emit(_END)
+
+    async def _reply_text(self, job: _Generation, reader: ReplyReader) -> AsyncIterator[TextDelta]:
+        """Run ``job`` on the worker thread, yielding its text as it comes; closing stops the thread."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        emit = functools.partial(loop.call_soon_threadsafe, queue.put_nowait)
+        self._running = running = loop.run_in_executor(self._worker, self._decode, job, emit)
+        try:
+            while (piece := await queue.get()) is not _END:
+                if text := reader.feed(piece):
+                    yield TextDelta(text=text)
+            await running  # re-raises what the worker raised
+        finally:
+            job.stop.set()
+            await asyncio.wait([running])
+
+    async def chat(self, request: ChatRequest) -> AsyncIterator[LlmEvent]:
+        if request.model not in (None, self.model_name):
+            raise ModelInputError(f"this service runs {self.model_name!r}, not {request.model!r}", "unknown_model")
+        tools = offered_tools(request)
+        mode: ToolMode = "text" if not tools else "auto" if request.tool_choice == "auto" else "required"
+        prompt_tokens = self._render(request, tools, mode)
+        room = self.options.n_ctx - len(prompt_tokens)
+        if room < 1:
+            raise ModelInputError(f"the conversation is {len(prompt_tokens)} tokens; the context holds "
+                                  f"{self.options.n_ctx}", "context_length_exceeded")
+        markup = has_tool_markup(request.messages)
+        text_only = self._grammar(TEXT_ONLY_GRAMMAR if markup or tools else None)
+        grammar = self._grammar(tool_call_grammar(tools, mode, self.options.max_tool_calls)) or text_only
+        budget = min(request.max_tokens, room)
+        async with self._turn:
+            job, reader = _Generation(prompt_tokens, budget, request.temperature, grammar), ReplyReader(tools, mode)
+            async with contextlib.aclosing(self._reply_text(job, reader)) as deltas:
+                async for delta in deltas:
+                    yield delta
+            calls, used = reader.calls(), job.completion_tokens
+            answered = answered_calls(request.messages)
+            if calls and mode == "auto" and all(call_key(call) in answered for call in calls):
+                # Small models echo the call whose result they were just given; answer in words instead.
+                job, calls = _Generation(prompt_tokens, budget, request.temperature, text_only), []
+                async with contextlib.aclosing(self._reply_text(job, ReplyReader(tools, "text"))) as deltas:
+                    async for delta in deltas:
+                        yield delta
+                used += job.completion_tokens
+            for call in calls:
+                yield ToolCallEvent(call=call)
+            finish = "tool_calls" if calls else job.finish_reason
+            yield ChatDone(finish_reason=finish, prompt_tokens=len(prompt_tokens), completion_tokens=used)

@@ -1,0 +1,65 @@
+"""Model services behind Ray Serve handles, as the ingress calls them.
+
+Cancelling the local task that awaits a handle call does not reach the replica (measured in
+shared/notes/ray_serve.md), so every path that stops early calls ``.cancel()`` on the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import numpy as np
+from ray.serve.handle import DeploymentHandle
+
+from deployments.llm import ChatRequest, LlmEvent
+from deployments.stt import Transcription
+from deployments.tts import SynthesisRequest
+from deployments.vad import VadRequest, VadResult
+from serve_app.clients.errors import as_service_error
+
+
+class ServeModels:
+    def __init__(self, *, vad: DeploymentHandle, stt: DeploymentHandle, llm: DeploymentHandle,
+                 tts: DeploymentHandle, vision: DeploymentHandle, timeout_s: float) -> None:
+        self.vad, self.stt, self.llm, self.tts, self.vision = vad, stt, llm, tts, vision
+        self.timeout_s = timeout_s
+
+    async def _unary(self, phase: str, response):
+        try:
+            return await asyncio.wait_for(response, self.timeout_s)
+        except BaseException as error:
+            response.cancel()
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            raise as_service_error(phase, error) from error
+
+    async def detect_speech(self, request: VadRequest) -> VadResult:
+        return await self._unary("vad", self.vad.detect.remote(request))
+
+    async def transcribe(self, pcm16k: np.ndarray) -> Transcription:
+        return await self._unary("stt", self.stt.transcribe.remote(pcm16k))
+
+    async def describe_image(self, image: bytes, prompt: str | None) -> str:
+        return await self._unary("vision", self.vision.describe.remote(image, prompt))
+
+    async def _stream(self, phase: str, generator) -> AsyncIterator:
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(generator.__anext__(), self.timeout_s)
+                except StopAsyncIteration:
+                    return
+                yield item
+        except (GeneratorExit, asyncio.CancelledError):
+            raise
+        except BaseException as error:
+            raise as_service_error(phase, error) from error
+        finally:
+            generator.cancel()  # no-op once finished; stops the replica's work when we stop early
+
+    def chat(self, request: ChatRequest) -> AsyncIterator[LlmEvent]:
+        return self._stream("llm", self.llm.options(stream=True).chat.remote(request))
+
+    def synthesize(self, request: SynthesisRequest) -> AsyncIterator[bytes]:
+        return self._stream("tts", self.tts.options(stream=True).synthesize.remote(request))

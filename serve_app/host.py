@@ -1,0 +1,76 @@
+"""What every socket on one ingress replica shares: models, store, VAD ticker, end-of-turn model.
+
+The ingress deployment and the engine tests both serve sockets through this, so the tests run the
+same session path as production, with in-process models instead of Serve handles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+
+from starlette.websockets import WebSocket
+
+from serve_app.clients.models import ModelServices
+from serve_app.clients.vad_ticker import VadTicker
+from serve_app.protocols.native import NativeAdapter
+from serve_app.session.engine import Session
+from serve_app.session.smart_turn_runner import SmartTurnRunner
+from serve_app.settings import ServerOptions
+from serve_app.store import SessionStore
+
+POLICY_VIOLATION = 1008
+
+
+def presented_key(websocket: WebSocket) -> str | None:
+    """Browsers cannot set headers on a WebSocket handshake, hence the query parameter."""
+    header = websocket.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return websocket.query_params.get("api_key")
+
+
+def key_accepted(keys: list[str], presented: str | None) -> bool:
+    if not keys:
+        return True
+    return presented is not None and any(hmac.compare_digest(presented, key) for key in keys)
+
+
+class SessionHost:
+    def __init__(self, models: ModelServices, options: ServerOptions,
+                 smart_turn: SmartTurnRunner | None = None) -> None:
+        self.models, self.options = models, options
+        self.smart_turn = smart_turn
+        self.store: SessionStore | None = None
+        self.ticker: VadTicker | None = None
+        self.sessions: dict[str, Session] = {}  # live sessions by id, so a resume can take over
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def with_smart_turn(cls, models: ModelServices, options: ServerOptions) -> SessionHost:
+        session = options.session
+        runner = SmartTurnRunner.load(session.smart_turn_path()) if session.turn_detection.smart_turn else None
+        return cls(models, options, runner)
+
+    async def _ready(self) -> None:
+        """Store and ticker belong to the serving event loop, so they are made on first use."""
+        async with self._lock:
+            if self.store is None:
+                self.store = await SessionStore.open(self.options.session.database_path())
+                self.ticker = VadTicker(self.models.detect_speech, self.options.session.vad_tick_ms / 1000)
+
+    def new_session(self) -> Session:
+        return Session(self.models, self.store, self.options.session, vad_ticker=self.ticker,
+                       smart_turn=self.smart_turn, registry=self.sessions)
+
+    async def serve_native(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        if not key_accepted(self.options.api_keys, presented_key(websocket)):
+            await websocket.close(code=POLICY_VIOLATION, reason="invalid or missing API key")
+            return
+        await self._ready()
+        await NativeAdapter(websocket, self.new_session()).run()
+
+    async def close(self) -> None:
+        if self.store is not None:
+            await self.store.close()

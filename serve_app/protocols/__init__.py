@@ -1,0 +1,1 @@
+"""Transport adapters: wire frames <-> typed engine commands and events."""

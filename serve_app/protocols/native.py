@@ -1,0 +1,198 @@
+"""Native protocol adapter for GET /ws: frames <-> engine commands and events, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import audioop
+import base64
+import binascii
+import json
+import logging
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from serve_app.protocols import native_wire as wire
+from serve_app.session import events as ev
+from serve_app.session.engine import Session
+
+logger = logging.getLogger(__name__)
+
+_CLIENT = TypeAdapter(wire.ClientMessage)
+MAX_TEXT_FRAME_BYTES = 16 * 1024 * 1024  # base64 images; the image itself is checked after decoding
+
+
+def decode_base64(data: str, *, what: str) -> bytes:
+    if data.startswith("data:"):
+        _, _, data = data.partition(",")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ValueError(f"{what} is not valid base64: {error}") from error
+
+
+class NativeAdapter:
+    """One socket's translation layer; the session does the thinking."""
+
+    def __init__(self, websocket: WebSocket, session: Session) -> None:
+        self.websocket = websocket
+        self.session = session
+
+    # ---- inbound -----------------------------------------------------------------------
+
+    def _reject(self, message: str, code: str, phase: str = "protocol") -> None:
+        self.session.error(message, phase, code)
+
+    def _audio(self, payload: bytes) -> None:
+        if len(payload) > self.session.options.max_audio_frame_bytes:
+            self._reject(f"audio frame of {len(payload)} bytes is over the "
+                         f"{self.session.options.max_audio_frame_bytes} byte limit", "frame_too_large", "audio")
+            return
+        if self.session.config.audio_format == "mulaw":
+            payload = audioop.ulaw2lin(payload, 2)
+        self.session.submit(ev.AudioIn(payload))
+
+    def on_text(self, text: str) -> None:
+        if len(text) > MAX_TEXT_FRAME_BYTES:
+            self._reject("message too large", "frame_too_large")
+            return
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as error:
+            self._reject(f"malformed JSON: {error.msg} at position {error.pos}", "invalid_json")
+            return
+        if not isinstance(raw, dict) or "type" not in raw:
+            self._reject('every message must be a JSON object with a "type"', "invalid_message")
+            return
+        if raw["type"] not in wire.CLIENT_TYPES:
+            self._reject(f"unknown message type {raw['type']!r}", "unknown_type")
+            return
+        try:
+            message = _CLIENT.validate_python(raw)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"][1:]) or "message"
+            self._reject(f"invalid {raw['type']}: {where}: {first['msg']}", "invalid_message")
+            return
+        self._dispatch(message)
+
+    def _dispatch(self, message: Any) -> None:  # noqa: C901 - one branch per message type
+        submit = self.session.submit
+        if isinstance(message, wire.AudioChunkMsg):
+            try:
+                self._audio(decode_base64(message.audio, what="audio"))
+            except ValueError as error:
+                self._reject(str(error), "bad_base64", "audio")
+        elif isinstance(message, wire.UploadImageMsg):
+            try:
+                submit(ev.ImageIn(decode_base64(message.image, what="image"), message.prompt))
+            except ValueError as error:
+                self._reject(str(error), "bad_base64", "vision")
+        elif isinstance(message, wire.StartConversationMsg):
+            submit(ev.StartConversation(message.session_id, message.config or {}))
+        elif isinstance(message, wire.StopConversationMsg):
+            submit(ev.StopConversation())
+        elif isinstance(message, wire.InterruptMsg):
+            submit(ev.Interrupt())
+        elif isinstance(message, wire.UserMessageMsg):
+            submit(ev.UserText(message.text))
+        elif isinstance(message, wire.ResumeSessionMsg):
+            submit(ev.ResumeSession(message.session_id))
+        elif isinstance(message, wire.ToolResultMsg):
+            submit(ev.ToolResult(message.call_id, message.result))
+        elif isinstance(message, wire.PingMsg):
+            submit(ev.Ping(message.t))
+        elif isinstance(message, wire.RetryTurnMsg):
+            submit(ev.RetryTurn())
+
+    # ---- outbound ----------------------------------------------------------------------
+
+    def render(self, event: ev.Event) -> dict[str, Any] | bytes:  # noqa: C901 - one branch per event
+        if isinstance(event, ev.AudioOut):
+            pcm = event.pcm16
+            if self.session.config.audio_format == "mulaw":
+                pcm = audioop.lin2ulaw(pcm, 2)
+            if self.session.config.binary_audio:
+                return pcm
+            return wire.AudioChunkOutMsg(audio=base64.b64encode(pcm).decode(), chunk_index=event.chunk_index).wire()
+        match event:
+            case ev.SessionStarted():
+                out: wire._Out = wire.SessionStartedMsg(session_id=event.session_id, config=event.config)
+            case ev.SessionResumed():
+                out = wire.SessionResumedMsg(session_id=event.session_id, state=event.state.value,
+                                             messages=event.messages)
+            case ev.StateChanged():
+                out = wire.StateChangeMsg(state=event.state.value)
+            case ev.SpeechStarted():
+                out = wire.SpeechStartedMsg(audio_ms=event.audio_ms)
+            case ev.SpeechStopped():
+                out = wire.SpeechStoppedMsg(audio_ms=event.audio_ms)
+            case ev.TranscriptPartial():
+                out = wire.TranscriptPartialMsg(text=event.text)
+            case ev.TranscriptFinal():
+                out = wire.TranscriptFinalMsg(text=event.text)
+            case ev.LlmToken():
+                out = wire.LlmTokenMsg(token=event.token, done=event.done)
+            case ev.LlmComplete():
+                out = wire.LlmCompleteMsg(full_text=event.full_text)
+            case ev.AudioComplete():
+                out = wire.AudioCompleteMsg()
+            case ev.ToolCallStarted():
+                out = wire.ToolCallStartMsg(tool_name=event.tool_name, args=event.args, call_id=event.call_id)
+            case ev.ToolCallFinished():
+                out = wire.ToolCallResultMsg(tool_name=event.tool_name, result=event.result, call_id=event.call_id)
+            case ev.VisionResult():
+                out = wire.VisionResultMsg(description=event.description)
+            case ev.Interrupted():
+                out = wire.InterruptedMsg(reason=event.reason)
+            case ev.StopSpeaking():
+                out = wire.StopSpeakingMsg()
+            case ev.ErrorEvent():
+                out = wire.ErrorMsg(message=event.message, phase=event.phase, code=event.code)
+            case ev.Pong():
+                out = wire.PongMsg(t=event.t)
+            case _:
+                raise TypeError(f"no wire form for {type(event).__name__}")
+        return out.wire()
+
+    async def _write(self) -> None:
+        while (item := await self.session.outbox.get()) is not None:
+            frame = self.render(item.event)
+            if isinstance(frame, bytes):
+                await self.websocket.send_bytes(frame)
+            else:
+                await self.websocket.send_text(json.dumps(frame))
+
+    # ---- the socket's life -------------------------------------------------------------
+
+    async def run(self) -> None:
+        engine = asyncio.get_running_loop().create_task(self.session.run())
+        writer = asyncio.get_running_loop().create_task(self._write())
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if message.get("bytes") is not None:
+                    self._audio(message["bytes"])
+                elif message.get("text") is not None:
+                    self.on_text(message["text"])
+        except WebSocketDisconnect:
+            pass
+        finally:
+            # shielded: a server that cancels the handler on disconnect must not cut the final writes
+            await asyncio.shield(self._finish(engine, writer))
+
+    async def _finish(self, engine: asyncio.Task, writer: asyncio.Task) -> None:
+        self.session.submit(ev.Disconnected())
+        await asyncio.gather(engine, return_exceptions=True)
+        try:
+            await asyncio.wait_for(writer, timeout=5)
+        except Exception:  # noqa: BLE001 - the socket is gone; nothing left to deliver to
+            writer.cancel()
+        if self.websocket.application_state is WebSocketState.CONNECTED:
+            try:
+                await self.websocket.close()
+            except RuntimeError:
+                pass

@@ -1,0 +1,53 @@
+"""What the LLM sees: the last N turns within a character budget, oldest dropped deliberately."""
+
+from __future__ import annotations
+
+import logging
+
+from deployments.llm import ChatMessage
+
+logger = logging.getLogger(__name__)
+
+
+class ConversationContext:
+    def __init__(self, max_turns: int, max_chars: int) -> None:
+        self.max_turns = max_turns
+        self.max_chars = max_chars
+        self.messages: list[ChatMessage] = []
+        self.dropped_turns = 0  # turns left out of the last request, for logs and tests
+
+    def add(self, message: ChatMessage) -> None:
+        self.messages.append(message)
+
+    def replace_last_assistant(self, content: str) -> None:
+        for message in reversed(self.messages):
+            if message.role == "assistant" and not message.tool_calls:
+                message.content = content
+                return
+
+    def _turns(self) -> list[list[ChatMessage]]:
+        turns: list[list[ChatMessage]] = []
+        for message in self.messages:
+            if message.role == "user" or not turns:
+                turns.append([])
+            turns[-1].append(message)
+        return turns
+
+    @staticmethod
+    def _size(turn: list[ChatMessage]) -> int:
+        return sum(len(m.content or "") + sum(len(c.arguments) for c in m.tool_calls or []) for m in turn)
+
+    def for_llm(self, system_prompt: str) -> list[ChatMessage]:
+        turns = self._turns()
+        kept = turns[-self.max_turns :]
+        budget = self.max_chars - len(system_prompt)
+        while len(kept) > 1 and sum(self._size(t) for t in kept) > budget:
+            kept = kept[1:]
+        self.dropped_turns = len(turns) - len(kept)
+        if self.dropped_turns:
+            logger.debug("context: %d older turns left out (turn/char limits)", self.dropped_turns)
+        messages = [m for turn in kept for m in turn]
+        # a kept window must not start with tool results whose call was dropped
+        while messages and messages[0].role == "tool":
+            messages.pop(0)
+        return [ChatMessage(role="system", content=system_prompt), *messages]

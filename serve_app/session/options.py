@@ -1,0 +1,61 @@
+"""Session options: turn detection, barge-in, context, pacing and tools, with their defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+class TurnDetectionOptions(BaseModel):
+    threshold: float = Field(0.5, ge=0, le=1, description="speech probability that counts as speech")
+    min_speech_ms: int = Field(250, ge=0, description="speech shorter than this is ignored (noise, clicks)")
+    min_silence_ms: int = Field(500, ge=0, description="fixed-silence end of turn when the end-of-turn model is off")
+    prefix_padding_ms: int = Field(300, ge=0, description="audio kept from before speech onset")
+    smart_turn: bool = Field(True, description="use the Smart Turn v3.2 end-of-turn model")
+    smart_turn_model_path: str | None = Field(None, description="default: .models/smart-turn-v3.2-cpu.onnx")
+    smart_turn_check_after_ms: int = Field(200, ge=0, description="pause after which the model is asked")
+    smart_turn_threshold: float = Field(0.5, ge=0, le=1, description="completion probability that ends the turn")
+    max_silence_ms: int = Field(2000, ge=0, description="an unfinished sentence ends after this much silence anyway")
+    max_utterance_s: float = Field(60.0, gt=0, description="a turn this long is ended and transcribed")
+
+
+class BargeInOptions(BaseModel):
+    threshold: float = Field(0.6, ge=0, le=1, description="stricter than listening: the assistant's own echo must not trip it")
+    min_speech_ms: int = Field(250, ge=0, description="speech needed to confirm a barge-in; shorter resumes playback")
+
+
+class SessionOptions(BaseModel):
+    db_path: str = Field("data/openrealtime.sqlite3", description="SQLite file for sessions and messages")
+    instructions: str = Field(
+        "You are a helpful, friendly voice assistant. Answer in one or two short sentences.",
+        description="default system prompt; a client's config.instructions replaces it",
+    )
+    turn_detection: TurnDetectionOptions = Field(default_factory=TurnDetectionOptions)
+    barge_in: BargeInOptions = Field(default_factory=BargeInOptions)
+    context_turns: int = Field(8, ge=1, description="user turns (with their answers) sent to the LLM")
+    context_max_chars: int = Field(5000, ge=200, description="character budget for the LLM history; oldest turns dropped first")
+    max_response_tokens: int = Field(120, ge=1, le=4096)
+    temperature: float = Field(0.6, ge=0, le=2)
+    max_tool_rounds: int = Field(3, ge=1, description="LLM -> tools -> LLM loops per turn")
+    client_tool_timeout_s: float = Field(30.0, gt=0)
+    playback_lead_ms: int = Field(1000, ge=0, description="how far ahead of real time audio is sent; bounds what a barge-in must drop")
+    partial_transcripts: bool = Field(True, description="transcript_partial while the user speaks")
+    partial_interval_ms: int = Field(1000, ge=200)
+    vad_tick_ms: int = Field(30, ge=5, description="the ingress batches all sessions' audio into one VAD call per tick")
+    model_timeout_s: float = Field(30.0, gt=0, description="a model call slower than this is an error event")
+    weather_url: str | None = Field(None, description="URL template with {city} for the get_weather tool")
+    max_image_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    max_audio_frame_bytes: int = Field(1024 * 1024, gt=0)
+
+    def database_path(self) -> Path:
+        """Relative paths are under the project directory: Ray workers do not run in the caller's cwd."""
+        path = Path(self.db_path)
+        return path if path.is_absolute() else PROJECT_DIR / path
+
+    def smart_turn_path(self) -> Path:
+        if self.turn_detection.smart_turn_model_path:
+            return Path(self.turn_detection.smart_turn_model_path)
+        return PROJECT_DIR / ".models" / "smart-turn-v3.2-cpu.onnx"

@@ -1,0 +1,268 @@
+"""One assistant response: LLM (with tool rounds) -> sentences -> TTS -> audio paced to real time.
+
+The response runs as its own task and owns only its pipeline. It reports to the session actor
+through ``ResponseHost`` (state-relevant milestones go through the actor's inbox), and every event
+it emits carries its generation, so once a barge-in bumps the generation nothing stale is sent.
+Audio is sent at most ``playback_lead_ms`` ahead of real time: that bounds what a barge-in has
+to drop, and lets the stored reply be cut to what the user can actually have heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from deployments.llm import ChatDone, ChatMessage, ChatRequest, TextDelta, ToolCall, ToolCallEvent
+from deployments.tts import SynthesisRequest
+from serve_app.clients.models import ModelServices, ServiceError
+from serve_app.session.events import (
+    AudioComplete,
+    AudioOut,
+    ErrorEvent,
+    Event,
+    LlmComplete,
+    LlmToken,
+    ToolCallFinished,
+    ToolCallStarted,
+)
+from serve_app.session.sentences import SentenceSplitter
+from serve_app.session.tools import BuiltinTools, ToolError
+
+logger = logging.getLogger(__name__)
+
+
+class ResponseHost(Protocol):
+    """What a response needs from its session."""
+
+    def emit(self, event: Event, generation: int) -> None: ...
+
+    async def first_audio(self, generation: int) -> None: ...
+
+    async def store_tool_call(self, call: ToolCall) -> None: ...
+
+    async def finish_tool_call(self, call_id: str, result: Any, ok: bool) -> None: ...
+
+    async def store_reply(self, text: str) -> int: ...
+
+
+@dataclass
+class ResponseSettings:
+    instructions: str
+    output_rate: int
+    voice: str | None
+    max_tokens: int
+    temperature: float
+    max_tool_rounds: int
+    playback_lead_ms: int
+    client_tool_timeout_s: float
+    client_tools: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class SpokenSentence:
+    text: str
+    start_ms: float  # position in the response's audio
+    sent_ms: float = 0.0  # audio of this sentence sent so far
+    complete: bool = False  # its synthesis finished (sent_ms is then its whole length)
+
+
+class Response:
+    def __init__(self, generation: int, host: ResponseHost, services: ModelServices, tools: BuiltinTools,
+                 history: list[ChatMessage], settings: ResponseSettings,
+                 on_done: Callable[[Response], Awaitable[None]]) -> None:
+        self.generation = generation
+        self.host, self.services, self.tools, self.settings = host, services, tools, settings
+        self.history = history  # system prompt + context, as the LLM will see it
+        self.new_messages: list[ChatMessage] = []  # tool-call turns this response added
+        self.full_text = ""
+        self.reply_message_id: int | None = None
+        self.sentences: list[SpokenSentence] = []
+        self.audio_sent_ms = 0.0
+        self.first_audio_at: float | None = None
+        self.first_token_at: float | None = None
+        self.failure: ServiceError | None = None
+        self.tts_failed = False
+        self._paused = asyncio.Event()
+        self._paused.set()  # set = playing
+        self._client_calls: dict[str, asyncio.Future] = {}
+        self._chunk_index = 0
+        self._on_done = on_done
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    # ---- control from the session -------------------------------------------------------
+
+    def pause_audio(self) -> None:
+        """A possible barge-in: hold audio until it is confirmed (cancel) or dismissed (resume)."""
+        self._paused.clear()
+
+    def resume_audio(self) -> None:
+        self._paused.set()
+
+    def deliver_tool_result(self, call_id: str, result: Any) -> bool:
+        future = self._client_calls.get(call_id)
+        if future is None or future.done():
+            return False
+        future.set_result(result)
+        return True
+
+    async def cancel(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    def heard_text(self, now: float | None = None) -> str:
+        """The reply cut to what can have been played: whole sentences, then a share of the current one."""
+        if self.first_audio_at is None:
+            return ""
+        played_ms = min(self.audio_sent_ms, ((now or time.monotonic()) - self.first_audio_at) * 1000)
+        heard: list[str] = []
+        for sentence in self.sentences:
+            if sentence.sent_ms <= 0 or played_ms <= sentence.start_ms:
+                break
+            share = (played_ms - sentence.start_ms) / sentence.sent_ms
+            words = sentence.text.split()
+            if share >= 1 and sentence.complete:
+                heard.append(sentence.text)
+                continue
+            # the current sentence: its words in proportion to its audio played so far
+            estimate_total = sentence.sent_ms if sentence.complete else max(sentence.sent_ms, len(words) * 350)
+            count = int(len(words) * min(1.0, (played_ms - sentence.start_ms) / estimate_total))
+            if count:
+                heard.append(" ".join(words[:count]))
+            break
+        return " ".join(heard)
+
+    # ---- the pipeline ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        speaker = asyncio.get_running_loop().create_task(self._speak(sentences))
+        try:
+            await self._think(sentences)
+            await sentences.put(None)
+            await speaker
+            if not self.tts_failed and self.sentences:
+                self.host.emit(AudioComplete(), self.generation)
+        except ServiceError as error:
+            self.failure = error
+            self.host.emit(ErrorEvent(error.message, error.phase, error.code), self.generation)
+        finally:
+            if not speaker.done():
+                speaker.cancel()
+                await asyncio.gather(speaker, return_exceptions=True)
+        await self._on_done(self)
+
+    async def _think(self, sentences: asyncio.Queue[str | None]) -> None:
+        splitter = SentenceSplitter()
+        messages = list(self.history)
+        for round_index in range(self.settings.max_tool_rounds + 1):
+            allow_tools = round_index < self.settings.max_tool_rounds
+            calls, text = await self._one_llm_round(messages, splitter, sentences, allow_tools)
+            if not calls:
+                break
+            assistant = ChatMessage(role="assistant", content=text or None, tool_calls=calls)
+            results = await asyncio.gather(*(self._run_tool(call) for call in calls))
+            tool_messages = [
+                ChatMessage(role="tool", tool_call_id=call.id, content=json.dumps(result))
+                for call, result in zip(calls, results)
+            ]
+            self.new_messages += [assistant, *tool_messages]
+            messages += [assistant, *tool_messages]
+        for sentence in splitter.flush():
+            await sentences.put(sentence)
+        self.full_text = self.full_text.strip()
+        self.reply_message_id = await self.host.store_reply(self.full_text)
+        self.host.emit(LlmComplete(self.full_text), self.generation)
+
+    async def _one_llm_round(self, messages, splitter, sentences, allow_tools) -> tuple[list[ToolCall], str]:
+        tools = [spec.schema() for spec in self.tools.specs()] + self.settings.client_tools if allow_tools else []
+        request = ChatRequest(messages=messages, tools=tools, tool_choice="auto" if tools else "none",
+                              max_tokens=self.settings.max_tokens, temperature=self.settings.temperature)
+        calls: list[ToolCall] = []
+        text = ""
+        async for event in self.services.chat(request):
+            if isinstance(event, TextDelta) and event.text:
+                if self.first_token_at is None:
+                    self.first_token_at = time.time()
+                text += event.text
+                self.full_text += event.text
+                self.host.emit(LlmToken(event.text), self.generation)
+                for sentence in splitter.push(event.text):
+                    await sentences.put(sentence)
+            elif isinstance(event, ToolCallEvent):
+                calls.append(event.call)
+            elif isinstance(event, ChatDone):
+                break
+        return calls, text
+
+    async def _run_tool(self, call: ToolCall) -> Any:
+        try:
+            args = json.loads(call.arguments or "{}")
+        except json.JSONDecodeError:
+            args = call.arguments
+        await self.host.store_tool_call(call)
+        self.host.emit(ToolCallStarted(call.id, call.name, args), self.generation)
+        ok = True
+        try:
+            if self.tools.has(call.name):
+                result: Any = await self.tools.call(call.name, call.arguments)
+            elif any(t.get("function", {}).get("name") == call.name for t in self.settings.client_tools):
+                result = await self._client_tool(call)
+            else:
+                ok, result = False, {"error": f"unknown tool {call.name!r}"}
+        except ToolError as error:
+            ok, result = False, {"error": str(error)}
+        except TimeoutError:
+            ok, result = False, {"error": f"the client did not return a result for {call.name} in time"}
+        await self.host.finish_tool_call(call.id, result, ok)
+        self.host.emit(ToolCallFinished(call.id, call.name, result), self.generation)
+        return result
+
+    async def _client_tool(self, call: ToolCall) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self._client_calls[call.id] = future
+        try:
+            return await asyncio.wait_for(future, self.settings.client_tool_timeout_s)
+        finally:
+            self._client_calls.pop(call.id, None)
+
+    async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:
+        while (text := await sentences.get()) is not None:
+            if self.tts_failed:
+                continue
+            sentence = SpokenSentence(text, start_ms=self.audio_sent_ms)
+            self.sentences.append(sentence)
+            request = SynthesisRequest(text=text, sample_rate=self.settings.output_rate, voice=self.settings.voice)
+            try:
+                async for chunk in self.services.synthesize(request):
+                    await self._send_audio(chunk, sentence)
+                sentence.complete = True
+            except ServiceError as error:  # TTS down: carry on as text only
+                self.tts_failed = True
+                self.host.emit(ErrorEvent(f"{error.message}; continuing without audio", error.phase, error.code),
+                               self.generation)
+
+    async def _send_audio(self, chunk: bytes, sentence: SpokenSentence) -> None:
+        await self._paused.wait()
+        if self.first_audio_at is None:
+            await self.host.first_audio(self.generation)
+            self.first_audio_at = time.monotonic()
+        else:
+            ahead_ms = self.audio_sent_ms - (time.monotonic() - self.first_audio_at) * 1000
+            if ahead_ms > self.settings.playback_lead_ms:
+                await asyncio.sleep((ahead_ms - self.settings.playback_lead_ms) / 1000)
+            await self._paused.wait()
+        duration_ms = len(chunk) / 2 / self.settings.output_rate * 1000
+        self.host.emit(AudioOut(chunk, self._chunk_index), self.generation)
+        self._chunk_index += 1
+        self.audio_sent_ms += duration_ms
+        sentence.sent_ms += duration_ms
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:16]}"

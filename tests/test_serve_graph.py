@@ -1,0 +1,135 @@
+"""The real graph: `configs/local.yaml` deployed on a 2-CPU Ray instance, called through handles
+and through a real WebSocket on the Serve proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+
+import httpx
+import numpy as np
+import pytest
+import ray
+from PIL import Image, ImageDraw, ImageFont
+from ray import serve
+from websockets.sync.client import connect
+
+from deployments.errors import ModelInputError
+from deployments.llm import ChatDone, TextDelta
+from deployments.vad import FRAME_SAMPLES, VadRequest, initial_states
+from serve_app.serve_config import APP_NAME, deploy, load_serve_config, with_app_args
+from tests.conftest import REPO_ROOT
+from tests.text_normalise import normalise
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    port = _free_port()
+    config = with_app_args(load_serve_config(REPO_ROOT / "configs" / "local.yaml"),
+                           server={"session": {"db_path": str(tmp_path_factory.mktemp("db") / "sessions.sqlite3")}})
+    config["http_options"]["port"] = port
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
+    try:
+        deploy(config)
+        yield {"port": port, "handle": lambda name: serve.get_deployment_handle(name, app_name=APP_NAME)}
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def test_every_deployment_answers_through_its_handle(graph, clip_by_name):
+    async def calls():
+        clip = clip_by_name("librispeech_1089-134691-0000.wav")
+        audio = clip.pcm16().astype(np.float32) / 32768
+        frames = audio[: audio.size // FRAME_SAMPLES * FRAME_SAMPLES].reshape(1, -1, FRAME_SAMPLES)
+        vad = await graph["handle"]("VAD").detect.remote(VadRequest(frames, initial_states(1)))
+        text = await graph["handle"]("STT").transcribe.remote(clip.pcm16())
+        events = [e async for e in graph["handle"]("LLM").options(stream=True).chat.remote(
+            {"messages": [{"role": "user", "content": "Say hello to me."}], "max_tokens": 24})]
+        chunks = [c async for c in graph["handle"]("TTS").options(stream=True).synthesize.remote(
+            {"text": "Hello from the graph.", "sample_rate": 24000})]
+        image = Image.new("RGB", (480, 160), "white")
+        ImageDraw.Draw(image).text((20, 40), "RAY SERVE", fill="black", font=ImageFont.load_default(size=60))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        description = await graph["handle"]("Vision").describe.remote(buffer.getvalue(), None)
+        return vad, text, events, chunks, description
+
+    vad, text, events, chunks, description = asyncio.run(calls())
+    assert (vad.probabilities > 0.5).sum() >= 8
+    assert normalise(text.text) == "he could wait no longer"
+    assert sum(isinstance(e, TextDelta) for e in events) >= 3 and isinstance(events[-1], ChatDone)
+    assert len(chunks) >= 2 and all(len(c) % 2 == 0 for c in chunks)
+    assert "RAY SERVE" in description.upper()
+
+
+def test_bad_input_comes_back_as_model_input_error_and_replicas_survive(graph, clip_by_name):
+    async def calls():
+        with pytest.raises(ModelInputError) as empty:
+            await graph["handle"]("STT").transcribe.remote(np.zeros(0, np.int16))
+        with pytest.raises(ModelInputError) as not_image:
+            await graph["handle"]("Vision").describe.remote(b"definitely not an image", None)
+        with pytest.raises(ModelInputError) as no_text:
+            async for _ in graph["handle"]("TTS").options(stream=True).synthesize.remote({"text": "  "}):
+                pass
+        after = await graph["handle"]("STT").transcribe.remote(clip_by_name("speechcommands_yes.wav").pcm16())
+        return empty.value.code, not_image.value.code, no_text.value.code, after
+
+    empty, not_image, no_text, after = asyncio.run(calls())
+    assert (empty, not_image, no_text) == ("empty_audio", "not_an_image", "empty_text")
+    assert normalise(after.text) == "yes"
+
+
+def test_concurrent_vad_calls_are_batched_and_equal_solo_results(graph, speech_clips):
+    clips = [c for c in speech_clips if c.kind == "speech"][:8]
+    streams = []
+    for clip in clips:
+        audio = clip.pcm16()[: 16000].astype(np.float32) / 32768
+        streams.append(audio[: audio.size // FRAME_SAMPLES * FRAME_SAMPLES].reshape(1, -1, FRAME_SAMPLES))
+
+    async def calls():
+        handle = graph["handle"]("VAD")
+        together = await asyncio.gather(*(handle.detect.remote(VadRequest(s, initial_states(1))) for s in streams))
+        alone = [await handle.detect.remote(VadRequest(s, initial_states(1))) for s in streams]
+        return together, alone
+
+    together, alone = asyncio.run(calls())
+    for a, b in zip(together, alone):
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
+
+
+def test_health_reports_every_service(graph):
+    health = httpx.get(f"http://127.0.0.1:{graph['port']}/health", timeout=30).json()
+    assert health["status"] == "ok", health
+    assert {"vad", "stt", "llm", "tts", "vision", "smart_turn"} <= set(health["services"])
+
+
+def test_a_voice_turn_over_a_real_websocket(graph, clip_by_name):
+    clip = clip_by_name("voice2json_turn_on_living_room_lamp.wav").pcm16()
+    audio = np.concatenate([clip, np.zeros(16000 * 3, np.int16)])
+    seen = []
+    with connect(f"ws://127.0.0.1:{graph['port']}/ws", open_timeout=30) as ws:
+        ws.send(json.dumps({"type": "start_conversation", "config": {"binaryAudio": True}}))
+        for start in range(0, audio.size, 1600):  # 100 ms chunks, as the web client sends
+            ws.send(audio[start : start + 1600].tobytes())
+        while True:
+            frame = ws.recv(timeout=120)
+            seen.append(frame if isinstance(frame, bytes) else json.loads(frame))
+            if isinstance(seen[-1], dict) and seen[-1]["type"] == "audio_complete":
+                break
+    events = [f for f in seen if isinstance(f, dict)]
+    final = next(e for e in events if e["type"] == "transcript_final")
+    assert normalise(final["text"]) == "turn on the living room lamp"
+    assert any(e["type"] == "llm_complete" for e in events)
+    assert sum(len(f) for f in seen if isinstance(f, bytes)) > 24000  # > 0.5 s of 24 kHz PCM16
+    metrics = httpx.get(f"http://127.0.0.1:{graph['port']}/metrics", timeout=30).text
+    assert 'openrealtime_turn_latency_seconds_count{span="first_audio"}' in metrics

@@ -1,0 +1,256 @@
+"""SessionStore against a real SQLite file: round trips, ordering, durability and concurrent writes."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+
+import pytest
+
+from serve_app.store import SessionStore
+
+
+@pytest.fixture
+async def store(tmp_path):
+    opened = await SessionStore.open(tmp_path / "db" / "sessions.sqlite3")
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def session_id(store):
+    await store.create_session("s1", {"voice": "joe", "inputSampleRate": 16000})
+    return "s1"
+
+
+async def test_open_creates_parent_dir_and_uses_wal(tmp_path):
+    path = tmp_path / "nested" / "deeper" / "store.sqlite3"
+    store = await SessionStore.open(path)
+    await store.close()
+    assert path.exists()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_open_is_idempotent_on_an_existing_file(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    for _ in range(2):
+        store = await SessionStore.open(path)
+        await store.close()
+
+
+async def test_in_memory_store_works():
+    store = await SessionStore.open(":memory:")
+    try:
+        await store.create_session("m", {})
+        assert (await store.get_session("m")).state == "idle"
+    finally:
+        await store.close()
+
+
+async def test_session_round_trip(store):
+    created = await store.create_session("abc", {"voice": "joe", "tools": [{"name": "x"}]}, state="listening")
+    loaded = await store.get_session("abc")
+    assert loaded == created
+    assert loaded.config == {"voice": "joe", "tools": [{"name": "x"}]}
+    assert await store.get_session("nope") is None
+
+
+async def test_set_state_bumps_updated_at(store, session_id):
+    before = await store.get_session(session_id)
+    await store.set_state(session_id, "speaking")
+    after = await store.get_session(session_id)
+    assert after.state == "speaking"
+    assert after.updated_at >= before.updated_at
+    assert after.created_at == before.created_at
+
+
+async def test_update_config_replaces_config(store, session_id):
+    await store.update_config(session_id, {"voice": "amy"})
+    assert (await store.get_session(session_id)).config == {"voice": "amy"}
+
+
+async def test_duplicate_session_id_is_refused(store, session_id):
+    with pytest.raises(ValueError, match="already exists"):
+        await store.create_session(session_id, {})
+
+
+async def test_writes_to_unknown_session_raise_key_error(store):
+    with pytest.raises(KeyError, match="unknown session 'ghost'"):
+        await store.set_state("ghost", "idle")
+    with pytest.raises(KeyError, match="unknown session"):
+        await store.update_config("ghost", {})
+    with pytest.raises(KeyError, match="unknown session"):
+        await store.add_message("ghost", "user", "hi")
+    with pytest.raises(KeyError, match="unknown session"):
+        await store.add_tool_call("ghost", "c1", "calculator", "{}")
+    with pytest.raises(KeyError, match="unknown session"):
+        await store.add_image("ghost", b"x", "image/png", None, "d")
+    with pytest.raises(KeyError, match="unknown session"):
+        await store.start_turn("ghost")
+
+
+async def test_writes_to_unknown_rows_raise_key_error(store, session_id):
+    with pytest.raises(KeyError, match="unknown message 999"):
+        await store.update_message(999, content="x")
+    with pytest.raises(KeyError, match="unknown tool call"):
+        await store.finish_tool_call("nope", "{}", "ok")
+    with pytest.raises(KeyError, match="unknown turn 999"):
+        await store.record_turn(999, stopped_at=1.0)
+    with pytest.raises(KeyError, match="unknown turn 999"):
+        await store.add_message(session_id, "user", "hi", turn_id=999)
+
+
+async def test_message_round_trip(store, session_id):
+    turn_id = await store.start_turn(session_id)
+    calls = [{"id": "call_1", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}]
+    added = await store.add_message(session_id, "assistant", "", status="streaming", tool_calls=calls,
+                                    turn_id=turn_id)
+    tool_reply = await store.add_message(session_id, "tool", '{"result": 4}', tool_call_id="call_1")
+    assert await store.messages(session_id) == [added, tool_reply]
+    assert added.tool_calls == calls and added.turn_id == turn_id and added.full_content is None
+    assert tool_reply.tool_call_id == "call_1" and tool_reply.status == "complete"
+
+
+async def test_bad_role_or_status_is_refused(store, session_id):
+    with pytest.raises(ValueError, match="role must be one of"):
+        await store.add_message(session_id, "robot", "hi")
+    with pytest.raises(ValueError, match="status must be one of"):
+        await store.add_message(session_id, "user", "hi", status="done")
+    message = await store.add_message(session_id, "user", "hi")
+    with pytest.raises(ValueError, match="status must be one of"):
+        await store.update_message(message.id, status="done")
+
+
+async def test_barge_in_cut_message_keeps_full_content(store, session_id):
+    message = await store.add_message(session_id, "assistant", "", status="streaming")
+    full = "The weather in Paris is sunny and twenty degrees, with a light breeze."
+    await store.update_message(message.id, content="The weather in Paris is sunny", status="interrupted",
+                               full_content=full)
+    [stored] = await store.messages(session_id)
+    assert stored.content == "The weather in Paris is sunny"
+    assert stored.status == "interrupted"
+    assert stored.full_content == full
+
+
+async def test_update_message_changes_only_given_fields(store, session_id):
+    message = await store.add_message(session_id, "assistant", "partial", status="streaming")
+    await store.update_message(message.id, status="complete")
+    [stored] = await store.messages(session_id)
+    assert (stored.content, stored.status, stored.full_content) == ("partial", "complete", None)
+
+
+async def test_last_messages_are_the_newest_in_chronological_order(store, session_id):
+    for i in range(15):
+        await store.add_message(session_id, "user" if i % 2 == 0 else "assistant", f"m{i}")
+    await store.create_session("other", {})
+    await store.add_message("other", "user", "not mine")
+
+    assert [m.content for m in await store.last_messages(session_id)] == [f"m{i}" for i in range(5, 15)]
+    assert [m.content for m in await store.last_messages(session_id, limit=3)] == ["m12", "m13", "m14"]
+    assert [m.content for m in await store.last_messages(session_id, limit=100)] == [f"m{i}" for i in range(15)]
+    assert await store.last_messages(session_id, limit=0) == []
+    assert len(await store.messages(session_id)) == 15
+
+
+async def test_tool_call_round_trip(store, session_id):
+    message = await store.add_message(session_id, "assistant", "", tool_calls=[{"id": "c1"}])
+    await store.add_tool_call(session_id, "c1", "calculator", '{"expression": "2+2"}', message_id=message.id)
+    await store.add_tool_call(session_id, "c2", "get_weather", '{"city": "Oslo"}')
+    [pending, _] = await store.tool_calls(session_id)
+    assert (pending.status, pending.result_json, pending.finished_at) == ("pending", None, None)
+
+    await store.finish_tool_call("c1", '{"result": 4}', "ok")
+    await store.finish_tool_call("c2", '{"error": "weather is not configured"}', "error")
+    first, second = await store.tool_calls(session_id)
+    assert (first.call_id, first.name, first.message_id, first.status) == ("c1", "calculator", message.id, "ok")
+    assert first.arguments_json == '{"expression": "2+2"}' and first.result_json == '{"result": 4}'
+    assert first.finished_at >= first.started_at
+    assert (second.call_id, second.status, second.message_id) == ("c2", "error", None)
+
+
+async def test_tool_call_ids_are_unique(store, session_id):
+    await store.add_tool_call(session_id, "c1", "calculator", "{}")
+    with pytest.raises(ValueError, match="already exists"):
+        await store.add_tool_call(session_id, "c1", "calculator", "{}")
+    with pytest.raises(ValueError, match="status must be one of"):
+        await store.finish_tool_call("c1", "{}", "done")
+
+
+async def test_image_round_trip(store, session_id):
+    data = bytes(range(256)) * 10
+    added = await store.add_image(session_id, data, "image/png", "what is this?", "a gradient")
+    second = await store.add_image(session_id, b"\x89PNG", "image/png", None, "tiny")
+    assert await store.images(session_id) == [added, second]
+    assert added.byte_size == len(data) and added.sha256 == hashlib.sha256(data).hexdigest()
+    assert added.data == data and second.prompt is None
+
+
+async def test_turn_indices_count_up_and_timings_round_trip(store, session_id):
+    first = await store.start_turn(session_id)
+    second = await store.start_turn(session_id)
+    await store.record_turn(first, speech_end_at=10.0, transcript_at=10.2, first_token_at=10.5)
+    await store.record_turn(first, first_audio_at=10.8, stopped_at=12.0)
+    await store.record_turn(second, barge_in_at=20.5, interrupted=True)
+    turns = await store.turns(session_id)
+    assert [t.turn_index for t in turns] == [0, 1]
+    assert [t.id for t in turns] == [first, second]
+    assert (turns[0].speech_end_at, turns[0].transcript_at, turns[0].first_token_at,
+            turns[0].first_audio_at, turns[0].stopped_at, turns[0].interrupted) == (10.0, 10.2, 10.5, 10.8, 12.0,
+                                                                                    False)
+    assert turns[1].barge_in_at == 20.5 and turns[1].interrupted is True and turns[1].speech_end_at is None
+
+
+async def test_record_turn_refuses_unknown_fields(store, session_id):
+    turn_id = await store.start_turn(session_id)
+    with pytest.raises(TypeError, match="unknown turn field"):
+        await store.record_turn(turn_id, speech_ended=1.0)
+
+
+async def test_reopened_store_sees_everything(tmp_path):
+    path = tmp_path / "durable.sqlite3"
+    store = await SessionStore.open(path)
+    await store.create_session("s", {"voice": "joe"})
+    await store.set_state("s", "speaking")
+    turn_id = await store.start_turn("s")
+    await store.record_turn(turn_id, first_audio_at=5.5, interrupted=True)
+    message = await store.add_message("s", "assistant", "", status="streaming", turn_id=turn_id)
+    await store.update_message(message.id, content="cut", status="interrupted", full_content="cut short")
+    await store.add_tool_call("s", "c1", "calculator", "{}", message_id=message.id)
+    await store.finish_tool_call("c1", "{}", "ok")
+    await store.add_image("s", b"img", "image/jpeg", "p", "d")
+    before = (await store.get_session("s"), await store.messages("s"), await store.tool_calls("s"),
+              await store.images("s"), await store.turns("s"))
+    await store.close()
+
+    reopened = await SessionStore.open(path)
+    try:
+        after = (await reopened.get_session("s"), await reopened.messages("s"), await reopened.tool_calls("s"),
+                 await reopened.images("s"), await reopened.turns("s"))
+    finally:
+        await reopened.close()
+    assert after == before
+    assert after[0].state == "speaking" and after[1][0].full_content == "cut short"
+
+
+async def test_writes_are_committed_before_returning(tmp_path, store, session_id):
+    await store.add_message(session_id, "user", "visible to other connections")
+    # A second, independent connection sees the row while the store is still open: it was committed.
+    with sqlite3.connect(tmp_path / "db" / "sessions.sqlite3") as raw:
+        assert raw.execute("SELECT content FROM messages").fetchall() == [("visible to other connections",)]
+
+
+async def test_concurrent_writes_all_land_with_distinct_ids(store, session_id):
+    added = await asyncio.gather(*(store.add_message(session_id, "user", f"m{i}") for i in range(100)))
+    ids = [m.id for m in added]
+    assert len(set(ids)) == 100
+    stored = await store.messages(session_id)
+    assert sorted(m.content for m in stored) == sorted(f"m{i}" for i in range(100))
+    assert [m.id for m in stored] == sorted(ids)
+
+
+async def test_concurrent_turn_starts_get_distinct_indices(store, session_id):
+    turn_ids = await asyncio.gather(*(store.start_turn(session_id) for _ in range(20)))
+    assert len(set(turn_ids)) == 20
+    assert [t.turn_index for t in await store.turns(session_id)] == list(range(20))
