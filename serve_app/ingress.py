@@ -1,7 +1,7 @@
 """The FastAPI ingress deployment: the WebSocket sessions, health, metrics and the web client."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI must see the real WebSocket class on the
+# route's signature, or it treats `websocket` as a missing query parameter and closes with 1008.
 import asyncio
 from typing import Any
 

@@ -217,7 +217,6 @@ def build_tiny_parler(directory) -> None:
 
 @pytest.fixture(scope="module")
 def parler_tts(tmp_path_factory):
-    pytest.importorskip("parler_tts", reason="parler-tts is the optional 'parler' extra")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -233,6 +232,7 @@ def parler_tts(tmp_path_factory):
     return TextToSpeech.func_or_class(options)
 
 
+@pytest.mark.parler
 async def test_parler_streams_pcm16_chunks_at_the_requested_rate(parler_tts):
     info = await parler_tts.info()
     chunks = await collect(
@@ -248,6 +248,7 @@ async def test_parler_streams_pcm16_chunks_at_the_requested_rate(parler_tts):
     assert np.abs(as_float(chunks)).max() > 0
 
 
+@pytest.mark.parler
 async def test_parler_generation_thread_stops_when_the_consumer_leaves(parler_tts):
     stream = parler_tts.synthesize({"text": "this is only noise", "sample_rate": 16000})
     first = await anext(stream)

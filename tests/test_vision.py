@@ -329,7 +329,6 @@ def save_tiny_llava(folder) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_llava(tmp_path_factory):
-    pytest.importorskip("transformers", reason="transformers is an optional backend (installed with parler)")
     folder = tmp_path_factory.mktemp("tiny-llava")
     save_tiny_llava(folder)
     return folder
@@ -355,7 +354,6 @@ async def test_transformers_backend_loads_a_local_vlm_and_generates_only_new_tok
 
 
 def test_transformers_backend_refuses_a_folder_without_a_model(tmp_path):
-    pytest.importorskip("transformers")
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         Describer({"backend": "transformers", "model_path": str(tmp_path)})
 

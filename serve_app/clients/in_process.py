@@ -7,6 +7,7 @@ as ServeModels: errors become ServiceError, closing a stream stops the model's w
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -29,6 +30,12 @@ class InProcessModels:
         self.tts = TextToSpeech.func_or_class(tts or TtsOptions())
         self.vision = ImageDescriber.func_or_class(vision or VisionOptions())
         self.timeout_s = timeout_s
+
+    def with_llm(self, options: LlmOptions) -> InProcessModels:
+        """The same loaded models with another LLM backend (e.g. an Ollama server)."""
+        other = copy.copy(self)
+        other.llm = LanguageModel.func_or_class(options)
+        return other
 
     async def _unary(self, phase: str, awaitable):
         try:

@@ -1,0 +1,176 @@
+"""Turn latency over a real socket (not a test).
+
+    .venv/bin/python bench/turn_latency.py [--turns N] [--url ws://127.0.0.1:8000/ws]
+
+Without --url it deploys configs/local.yaml on a local 2-CPU Ray instance first. Each turn
+streams a speech clip as a microphone would (100 ms chunks, real time) followed by silence, and
+measures on the client: end of speech (last speech sample sent) -> transcript_final, -> first
+llm_token, -> first audio byte; and, for barge-in turns, the onset of the interrupting speech
+-> stop_speaking. It also prints the VAD cost of 100 simulated live streams batched per tick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.conftest import load_manifest  # noqa: E402
+
+CHUNK = 1600  # 100 ms at 16 kHz
+TURN_CLIPS = ["voice2json_what_time_is_it.wav", "librispeech_1089-134691-0000.wav",
+              "rhasspy3_whats_the_date_today.wav", "voice2json_turn_on_living_room_lamp.wav",
+              "cmusphinx_goforward.wav", "librispeech_2830-3980-0043.wav"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q)) if values else float("nan")
+
+
+def send_realtime(ws, audio: np.ndarray, started: float) -> float:
+    """Send chunks on a real-time clock; returns when the last chunk went out."""
+    for index, start in enumerate(range(0, audio.size, CHUNK)):
+        due = started + index * CHUNK / 16000
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        ws.send(audio[start : start + CHUNK].tobytes())
+    return time.perf_counter()
+
+
+def recv_json(ws, timeout: float = 60.0):
+    while True:
+        frame = ws.recv(timeout=timeout)
+        if isinstance(frame, bytes):
+            return frame
+        return json.loads(frame)
+
+
+def one_turn(ws, clip: np.ndarray) -> dict[str, float]:
+    from threading import Thread
+
+    silence = np.zeros(16000 * 3, np.int16)
+    start = time.perf_counter()
+    speech_end = start + clip.size / 16000
+    sender = Thread(target=send_realtime, args=(ws, np.concatenate([clip, silence]), start))
+    sender.start()
+    marks: dict[str, float] = {}
+    while "audio" not in marks or "transcript" not in marks:
+        frame = recv_json(ws)
+        now = time.perf_counter()
+        if isinstance(frame, bytes):
+            marks.setdefault("audio", now)
+        elif frame["type"] == "transcript_final":
+            marks.setdefault("transcript", now)
+        elif frame["type"] == "llm_token":
+            marks.setdefault("token", now)
+        elif frame["type"] == "error":
+            print("  error:", frame, file=sys.stderr)
+    while True:  # let the answer finish before the next turn
+        frame = recv_json(ws, timeout=120)
+        if isinstance(frame, dict) and frame["type"] == "state_change" and frame["state"] == "listening":
+            break
+    sender.join()
+    return {name: marks[name] - speech_end for name in marks}
+
+
+def barge_in_turn(ws, question: np.ndarray, interruption: np.ndarray) -> float | None:
+    from threading import Thread
+
+    ws.send(json.dumps({"type": "user_message", "text": "Tell me a long story about the sea, please."}))
+    while True:
+        frame = recv_json(ws)
+        if isinstance(frame, bytes):
+            break
+    start = time.perf_counter()
+    sender = Thread(target=send_realtime, args=(ws, np.concatenate([interruption, np.zeros(48000, np.int16)]),
+                                                start))
+    sender.start()
+    stopped = None
+    while stopped is None:
+        frame = recv_json(ws, timeout=120)
+        if isinstance(frame, dict) and frame["type"] == "stop_speaking":
+            stopped = time.perf_counter() - start
+    while True:
+        frame = recv_json(ws, timeout=120)
+        if isinstance(frame, dict) and frame["type"] == "state_change" and frame["state"] == "listening":
+            break
+    sender.join()
+    return stopped
+
+
+def vad_cost_for_100_streams() -> None:
+    from deployments.vad import FRAME_SAMPLES, SileroVad, VadOptions, VadRequest, initial_states
+
+    vad = SileroVad(VadOptions())
+    rng = np.random.default_rng(1)
+    frames = (rng.standard_normal((100, 3, FRAME_SAMPLES)) * 0.05).astype(np.float32)  # ~100 ms per stream
+    states = initial_states(100)
+    times = []
+    for _ in range(30):
+        began = time.perf_counter()
+        states = vad.run(VadRequest(frames, states)).states
+        times.append(time.perf_counter() - began)
+    per_tick = statistics.median(times)
+    print(f"VAD, 100 live streams, one call per 96 ms tick (3 frames each): {per_tick * 1000:.1f} ms per call "
+          f"= {per_tick / 0.096 * 100:.1f}% of one core")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--turns", type=int, default=12)
+    parser.add_argument("--barge-ins", type=int, default=5)
+    parser.add_argument("--url", default=None)
+    args = parser.parse_args()
+    from websockets.sync.client import connect
+
+    clips = {c.file: c for c in load_manifest()}
+    url = args.url
+    if url is None:
+        import ray
+
+        from serve_app.serve_config import deploy, load_serve_config, with_app_args
+
+        root = Path(__file__).resolve().parents[1]
+        db = Path(tempfile.mkdtemp()) / "bench.sqlite3"
+        config = with_app_args(load_serve_config(root / "configs" / "local.yaml"),
+                               server={"session": {"db_path": str(db)}})
+        config["http_options"]["port"] = 8011
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024)
+        deploy(config)
+        url = "ws://127.0.0.1:8011/ws"
+
+    results: dict[str, list[float]] = {"transcript": [], "token": [], "audio": []}
+    stops: list[float] = []
+    with connect(url, open_timeout=60, max_size=None) as ws:
+        ws.send(json.dumps({"type": "start_conversation", "config": {"binaryAudio": True}}))
+        for turn in range(args.turns):
+            clip = clips[TURN_CLIPS[turn % len(TURN_CLIPS)]].pcm16()
+            marks = one_turn(ws, clip)
+            for name, value in marks.items():
+                results[name].append(value)
+        for _ in range(args.barge_ins):
+            stopped = barge_in_turn(ws, clips[TURN_CLIPS[0]].pcm16(), clips["jfk_inaugural_ask_not.wav"].pcm16())
+            if stopped is not None:
+                stops.append(stopped)
+
+    print(f"{args.turns} turns over {url} (client-side clock, end of speech = last speech sample sent):")
+    for name, label in (("transcript", "final transcript"), ("token", "first LLM token"),
+                        ("audio", "first audio byte")):
+        print(f"  end of speech -> {label:17s} P50 {percentile(results[name], 50):.2f} s   "
+              f"P95 {percentile(results[name], 95):.2f} s")
+    print(f"  barge-in onset -> stop_speaking ({len(stops)} barge-ins): P50 {percentile(stops, 50):.2f} s   "
+          f"P95 {percentile(stops, 95):.2f} s")
+    vad_cost_for_100_streams()
+
+
+if __name__ == "__main__":
+    main()

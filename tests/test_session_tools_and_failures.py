@@ -1,0 +1,117 @@
+"""Tool rounds and model-service failures in a session, with the LLM served by a (fake) Ollama.
+
+SmolLM2-135M never chooses a tool by itself (measured in test_llm), so the tool loop is driven by
+scripted Ollama replies at its HTTP boundary: the only fake the project allows.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from starlette.testclient import TestClient
+
+from deployments.llm import LlmOptions
+from serve_app.clients.in_process import InProcessModels
+from serve_app.host import SessionHost
+from tests.fake_ollama import FakeReply
+from tests.session_harness import Conversation, build_app, server_options, stored_rows
+
+
+@pytest.fixture(scope="module")
+def base_models() -> InProcessModels:
+    return InProcessModels()
+
+
+def ollama_client(base_models, fake_ollama, tmp_path):
+    models = base_models.with_llm(LlmOptions(backend="ollama", ollama_host=fake_ollama.url, ollama_model="llama3.2"))
+    host = SessionHost(models, server_options(tmp_path / "db.sqlite3", playback_lead_ms=60_000))
+    return TestClient(build_app(host))
+
+
+LAMP_TOOL = {"type": "function", "function": {
+    "name": "set_lamp", "description": "Turn the living room lamp on or off",
+    "parameters": {"type": "object", "properties": {"on": {"type": "boolean"}}, "required": ["on"]}}}
+
+
+def test_parallel_builtin_tools_then_a_client_tool_then_the_answer(base_models, fake_ollama, tmp_path):
+    fake_ollama.script(
+        FakeReply(tool_calls=[
+            {"function": {"name": "calculator", "arguments": {"expression": "12 * 7"}}},
+            {"function": {"name": "get_current_time", "arguments": {"timezone": "Europe/Paris"}}},
+        ]),
+        FakeReply(tool_calls=[{"function": {"name": "set_lamp", "arguments": {"on": True}}}]),
+        FakeReply(content="Twelve times seven is 84, and the lamp is on."),
+    )
+    with ollama_client(base_models, fake_ollama, tmp_path) as client, client.websocket_connect("/ws") as ws:
+        talk = Conversation(ws)
+        talk.send({"type": "start_conversation", "config": {"tools": [LAMP_TOOL]}})
+        session_id = talk.until("session_started")["sessionId"]
+        talk.send({"type": "user_message", "text": "What is 12 times 7, what time is it in Paris, and lamp on."})
+        lamp = talk.until("tool_call_start", toolName="set_lamp")
+        talk.send({"type": "tool_result", "callId": lamp["callId"], "result": {"ok": True}})
+        complete = talk.until("llm_complete")
+        talk.until("audio_complete")
+
+    events = [f for f in talk.frames if isinstance(f, dict)]
+    starts = [e for e in events if e["type"] == "tool_call_start"]
+    results = {e["toolName"]: e for e in events if e["type"] == "tool_call_result"}
+    assert [s["toolName"] for s in starts] == ["calculator", "get_current_time", "set_lamp"]
+    assert results["calculator"]["result"]["result"] == 84
+    assert results["get_current_time"]["result"]["timezone"] == "Europe/Paris"
+    assert results["set_lamp"]["result"] == {"ok": True}
+    assert complete["fullText"] == "Twelve times seven is 84, and the lamp is on."
+
+    # the chained rounds carried the tool results back to the model
+    second, third = fake_ollama.requests[1]["messages"], fake_ollama.requests[2]["messages"]
+    tool_messages = [m for m in second if m["role"] == "tool"]
+    assert len(tool_messages) == 2 and json.loads(tool_messages[0]["content"])["result"] == 84
+    assert any(m["role"] == "tool" and json.loads(m["content"]) == {"ok": True} for m in third)
+    assert {t["function"]["name"] for t in fake_ollama.requests[0]["tools"]} >= {"calculator", "set_lamp"}
+
+    rows = stored_rows(tmp_path / "db.sqlite3", "tool_calls", session_id)
+    assert [(r["name"], r["status"]) for r in rows] == [("calculator", "ok"), ("get_current_time", "ok"),
+                                                        ("set_lamp", "ok")]
+
+
+def test_weather_without_a_configured_service_is_a_clear_tool_error(base_models, fake_ollama, tmp_path):
+    fake_ollama.script(FakeReply(tool_calls=[{"function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]),
+                       FakeReply(content="I cannot check the weather here."))
+    with ollama_client(base_models, fake_ollama, tmp_path) as client, client.websocket_connect("/ws") as ws:
+        talk = Conversation(ws)
+        talk.send({"type": "start_conversation"})
+        talk.send({"type": "user_message", "text": "Weather in Oslo?"})
+        result = talk.until("tool_call_result")
+        talk.until("llm_complete")
+    assert "not configured" in result["result"]["error"]
+
+
+def test_llm_failure_is_an_error_event_and_retry_turn_answers_the_same_question(base_models, fake_ollama,
+                                                                                tmp_path):
+    fake_ollama.script(FakeReply(status=500, error="model runner crashed"), FakeReply(content="Second time lucky."))
+    with ollama_client(base_models, fake_ollama, tmp_path) as client, client.websocket_connect("/ws") as ws:
+        talk = Conversation(ws)
+        talk.send({"type": "start_conversation"})
+        talk.send({"type": "user_message", "text": "Are you there?"})
+        error = talk.until("error")
+        talk.until("state_change", state="listening")
+        talk.send({"type": "retry_turn"})
+        complete = talk.until("llm_complete")
+    assert error["phase"] == "llm" and error["code"] == "service_unavailable"
+    assert complete["fullText"] == "Second time lucky."
+    asked = [r["messages"][-1]["content"] for r in fake_ollama.requests]
+    assert asked == ["Are you there?", "Are you there?"]
+
+
+def test_unreachable_llm_server_is_an_error_and_the_session_survives(base_models, tmp_path):
+    models = base_models.with_llm(LlmOptions(backend="ollama", ollama_host="http://127.0.0.1:9"))
+    host = SessionHost(models, server_options(tmp_path / "db.sqlite3"))
+    with TestClient(build_app(host)) as client, client.websocket_connect("/ws") as ws:
+        talk = Conversation(ws)
+        talk.send({"type": "start_conversation"})
+        talk.send({"type": "user_message", "text": "Hello?"})
+        error = talk.until("error")
+        talk.send({"type": "ping", "t": "still here"})
+        pong = talk.until("pong")
+    assert error["phase"] == "llm" and "127.0.0.1:9" in error["message"]
+    assert pong["t"] == "still here"
