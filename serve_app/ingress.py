@@ -38,7 +38,7 @@ class Ingress:
         try:
             info = await asyncio.wait_for(response, self.options.health_timeout_s)
             return {"status": "ok", **info}
-        except asyncio.TimeoutError:
+        except TimeoutError:
             response.cancel()  # a local timeout does not reach the replica by itself
             return {"status": "timeout"}
         except Exception as error:  # noqa: BLE001 - health reports any failure as data

@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SPEECH_DIR = REPO_ROOT.parent / "shared" / "speech"
 
-from tests.fake_ollama import FakeOllama, RunningFakeOllama  # noqa: E402
+from tests.fake_ollama import FakeOllama, RunningFakeOllama
 
 
 @dataclass(frozen=True)

@@ -51,15 +51,17 @@ def start(conversation: Conversation, **config) -> str:
 def test_a_spoken_question_is_transcribed_answered_and_spoken_in_order(models, smart_turn_model, tmp_path,
                                                                        clip_by_name):
     clip = clip_by_name("librispeech_1089-134691-0000.wav")  # "HE COULD WAIT NO LONGER"
-    with open_client(models, smart_turn_model, tmp_path / "db.sqlite3", playback_lead_ms=60_000) as client:
-        with client.websocket_connect("/ws") as ws:
-            talk = Conversation(ws)
-            session_id = start(talk)
-            talk.speak(clip.pcm16())
-            final = talk.until("transcript_final")
-            complete = talk.until("llm_complete")
-            talk.until("audio_complete")
-            talk.until("state_change", state="listening")
+    with (
+        open_client(models, smart_turn_model, tmp_path / "db.sqlite3", playback_lead_ms=60_000) as client,
+        client.websocket_connect("/ws") as ws,
+    ):
+        talk = Conversation(ws)
+        session_id = start(talk)
+        talk.speak(clip.pcm16())
+        final = talk.until("transcript_final")
+        complete = talk.until("llm_complete")
+        talk.until("audio_complete")
+        talk.until("state_change", state="listening")
 
     assert normalise(final["text"]) == "he could wait no longer"
     types = talk.types()
@@ -86,13 +88,15 @@ def test_a_spoken_question_is_transcribed_answered_and_spoken_in_order(models, s
 def test_audio_at_another_sample_rate_is_resampled(models, smart_turn_model, tmp_path, clip_by_name):
     clip = clip_by_name("voice2json_turn_on_living_room_lamp.wav")
     at_24k = (soxr.resample(clip.pcm16().astype(np.float32) / 32768, 16000, 24000) * 32767).astype(np.int16)
-    with open_client(models, smart_turn_model, tmp_path / "db.sqlite3", playback_lead_ms=60_000) as client:
-        with client.websocket_connect("/ws") as ws:
-            talk = Conversation(ws)
-            start(talk, inputSampleRate=24000, outputSampleRate=16000, binaryAudio=True)
-            talk.speak(at_24k, rate=24000)
-            final = talk.until("transcript_final")
-            talk.until("audio_complete")
+    with (
+        open_client(models, smart_turn_model, tmp_path / "db.sqlite3", playback_lead_ms=60_000) as client,
+        client.websocket_connect("/ws") as ws,
+    ):
+        talk = Conversation(ws)
+        start(talk, inputSampleRate=24000, outputSampleRate=16000, binaryAudio=True)
+        talk.speak(at_24k, rate=24000)
+        final = talk.until("transcript_final")
+        talk.until("audio_complete")
     assert normalise(final["text"]) == "turn on the living room lamp"
     assert any(isinstance(f, bytes) for f in talk.frames)  # binaryAudio: audio as binary frames
 
@@ -102,20 +106,22 @@ def test_barge_in_cuts_stored_reply_to_heard_text_and_no_audio_follows_stop(mode
     question = clip_by_name("voice2json_what_time_is_it.wav")
     interruption = clip_by_name("jfk_inaugural_ask_not.wav")
     db = tmp_path / "db.sqlite3"
-    with open_client(models, smart_turn_model, db, playback_lead_ms=300, max_response_tokens=80) as client:
-        with client.websocket_connect("/ws") as ws:
-            talk = Conversation(ws)
-            session_id = start(talk, instructions="Tell a long story about the sea. Never stop early.")
-            talk.send({"type": "user_message", "text": "Please tell me a long story about a ship at sea."})
-            talk.until("state_change", state="speaking")
-            talk.until("audio_chunk")
-            talk.speak(interruption.pcm16())
-            interrupted = talk.until("interrupted")
-            stop_index = len(talk.frames)
-            talk.until("stop_speaking")
-            # what follows the stop: the new turn, but no audio until the next answer starts speaking
-            talk.until("transcript_final", timeout=120)
-            after_stop = talk.frames[stop_index:]
+    with (
+        open_client(models, smart_turn_model, db, playback_lead_ms=300, max_response_tokens=80) as client,
+        client.websocket_connect("/ws") as ws,
+    ):
+        talk = Conversation(ws)
+        session_id = start(talk, instructions="Tell a long story about the sea. Never stop early.")
+        talk.send({"type": "user_message", "text": "Please tell me a long story about a ship at sea."})
+        talk.until("state_change", state="speaking")
+        talk.until("audio_chunk")
+        talk.speak(interruption.pcm16())
+        interrupted = talk.until("interrupted")
+        stop_index = len(talk.frames)
+        talk.until("stop_speaking")
+        # what follows the stop: the new turn, but no audio until the next answer starts speaking
+        talk.until("transcript_final", timeout=120)
+        after_stop = talk.frames[stop_index:]
     assert interrupted["reason"] == "user_speech"
     assert talk.types()[stop_index] == "stop_speaking"  # sent at once, right after interrupted
     assert not any(isinstance(f, bytes) or f["type"] == "audio_chunk" for f in after_stop)
@@ -182,13 +188,15 @@ def _text_image(text: str) -> bytes:
 
 def test_image_description_joins_the_conversation(models, smart_turn_model, tmp_path):
     db = tmp_path / "db.sqlite3"
-    with open_client(models, smart_turn_model, db, playback_lead_ms=60_000) as client:
-        with client.websocket_connect("/ws") as ws:
-            talk = Conversation(ws)
-            session_id = start(talk)
-            talk.send({"type": "upload_image", "image": "data:image/png;base64,"
-                       + base64.b64encode(_text_image("OPEN SESAME")).decode(), "prompt": "What does it say?"})
-            result = talk.until("vision_result")
+    with (
+        open_client(models, smart_turn_model, db, playback_lead_ms=60_000) as client,
+        client.websocket_connect("/ws") as ws,
+    ):
+        talk = Conversation(ws)
+        session_id = start(talk)
+        talk.send({"type": "upload_image", "image": "data:image/png;base64,"
+                   + base64.b64encode(_text_image("OPEN SESAME")).decode(), "prompt": "What does it say?"})
+        result = talk.until("vision_result")
     assert "OPEN SESAME" in result["description"].upper()
     images = stored_rows(db, "images", session_id)
     assert len(images) == 1 and "OPEN SESAME" in images[0]["description"].upper()
@@ -210,35 +218,39 @@ def test_image_description_joins_the_conversation(models, smart_turn_model, tmp_
     ],
 )
 def test_bad_input_gets_an_error_and_the_socket_stays_usable(models, smart_turn_model, tmp_path, frame, code):
-    with open_client(models, smart_turn_model, tmp_path / "db.sqlite3") as client:
-        with client.websocket_connect("/ws") as ws:
-            talk = Conversation(ws)
-            start(talk)
-            ws.send_text(frame)
-            error = talk.until("error")
-            talk.send({"type": "ping", "t": 7})
-            pong = talk.until("pong")
+    with (
+        open_client(models, smart_turn_model, tmp_path / "db.sqlite3") as client,
+        client.websocket_connect("/ws") as ws,
+    ):
+        talk = Conversation(ws)
+        start(talk)
+        ws.send_text(frame)
+        error = talk.until("error")
+        talk.send({"type": "ping", "t": 7})
+        pong = talk.until("pong")
     assert error["code"] == code and error["message"] and error["phase"]
     assert pong["t"] == 7
 
 
 def test_bad_audio_frames_get_errors_and_the_session_keeps_listening(models, smart_turn_model, tmp_path,
                                                                      clip_by_name):
-    with open_client(models, smart_turn_model, tmp_path / "db.sqlite3", max_audio_frame_bytes=64_000,
-                     max_image_bytes=10_000, playback_lead_ms=60_000) as client:
-        with client.websocket_connect("/ws") as ws:
-            talk = Conversation(ws)
-            ws.send_bytes(b"\x00\x00" * 160)
-            assert talk.until("error")["code"] == "not_started"
-            start(talk)
-            ws.send_bytes(b"\x00" * 321)
-            assert talk.until("error")["code"] == "bad_audio"
-            ws.send_bytes(b"\x00" * 64_002)
-            assert talk.until("error")["code"] == "frame_too_large"
-            talk.send({"type": "upload_image", "image": base64.b64encode(b"\x89PNG" + b"0" * 20_000).decode()})
-            assert talk.until("error")["code"] == "image_too_large"
-            talk.speak(clip_by_name("speechcommands_yes.wav").pcm16())
-            final = talk.until("transcript_final")
+    with (
+        open_client(models, smart_turn_model, tmp_path / "db.sqlite3", max_audio_frame_bytes=64_000,
+                     max_image_bytes=10_000, playback_lead_ms=60_000) as client,
+        client.websocket_connect("/ws") as ws,
+    ):
+        talk = Conversation(ws)
+        ws.send_bytes(b"\x00\x00" * 160)
+        assert talk.until("error")["code"] == "not_started"
+        start(talk)
+        ws.send_bytes(b"\x00" * 321)
+        assert talk.until("error")["code"] == "bad_audio"
+        ws.send_bytes(b"\x00" * 64_002)
+        assert talk.until("error")["code"] == "frame_too_large"
+        talk.send({"type": "upload_image", "image": base64.b64encode(b"\x89PNG" + b"0" * 20_000).decode()})
+        assert talk.until("error")["code"] == "image_too_large"
+        talk.speak(clip_by_name("speechcommands_yes.wav").pcm16())
+        final = talk.until("transcript_final")
     assert normalise(final["text"]) == "yes"
 
 

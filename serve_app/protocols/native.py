@@ -77,7 +77,7 @@ class NativeAdapter:
             return
         self._dispatch(message)
 
-    def _dispatch(self, message: Any) -> None:  # noqa: C901 - one branch per message type
+    def _dispatch(self, message: Any) -> None:
         submit = self.session.submit
         if isinstance(message, wire.AudioChunkMsg):
             try:
@@ -108,7 +108,7 @@ class NativeAdapter:
 
     # ---- outbound ----------------------------------------------------------------------
 
-    def render(self, event: ev.Event) -> dict[str, Any] | bytes:  # noqa: C901 - one branch per event
+    def render(self, event: ev.Event) -> dict[str, Any] | bytes:
         if isinstance(event, ev.AudioOut):
             pcm = event.pcm16
             if self.session.config.audio_format == "mulaw":

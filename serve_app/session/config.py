@@ -33,7 +33,9 @@ class SessionConfig(BaseModel):
         for tool in tools:
             function = tool.get("function") if tool.get("type") == "function" else None
             if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-                raise ValueError('each tool must be {"type": "function", "function": {"name": ..., "parameters": {...}}}')
+                # pydantic turns a ValueError (not a TypeError) into a validation error
+                raise ValueError(  # noqa: TRY004
+                    'each tool must be {"type": "function", "function": {"name": ..., "parameters": {...}}}')
         return tools
 
     def wire(self) -> dict:

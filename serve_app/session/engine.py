@@ -193,7 +193,7 @@ class Session:
                     await self._handle(message)
                 except ServiceError as error:
                     self.error(error.message, error.phase, error.code)
-                except Exception:  # noqa: BLE001 - one bad message must not end the conversation
+                except Exception:
                     logger.exception("session %s: failed on %s", self.session_id, type(message).__name__)
                     self.error("internal error while handling a message; the session continues", "session",
                                "internal_error")
@@ -206,7 +206,7 @@ class Session:
                 task.cancel()
             self.outbox.close()
 
-    async def _handle(self, message: Any) -> None:  # noqa: C901 - a flat dispatch reads best
+    async def _handle(self, message: Any) -> None:
         if isinstance(message, VadFrames):
             await self._on_vad(message)
         elif isinstance(message, _Verdict):
@@ -302,7 +302,7 @@ class Session:
             previous.submit(Disconnected())
             try:
                 await asyncio.wait_for(previous.closed.wait(), TAKE_OVER_TIMEOUT_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 logger.warning("session %s: previous socket did not close in time", session_id)
         self.registry[session_id] = self
 
@@ -380,7 +380,7 @@ class Session:
         async def ask() -> None:
             try:
                 probability = await self.smart_turn.completion_probability(audio)
-            except Exception:  # noqa: BLE001 - the model failing means fixed silence, not a dead session
+            except Exception:
                 logger.exception("end-of-turn model failed")
                 probability = None
             self.submit(_Verdict(check.pause_id, probability))
