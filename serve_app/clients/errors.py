@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from deployments.errors import ModelInputError
 from serve_app.clients.models import ServiceError
@@ -17,3 +20,27 @@ def as_service_error(phase: str, error: BaseException) -> ServiceError:
         return ServiceError(phase, "timeout", f"the {phase} service did not answer in time")
     detail = str(error).strip().splitlines()[-1][:200] if str(error).strip() else type(error).__name__
     return ServiceError(phase, "service_unavailable", f"the {phase} service failed: {detail}")
+
+
+async def guarded_stream(phase: str, items: AsyncIterator, timeout_s: float,
+                         stop: Callable[[], Any]) -> AsyncIterator:
+    """Yield a model stream's items; a slow or failing stream becomes ServiceError.
+
+    ``stop`` runs however the stream ends (finished, failed, or closed early by the consumer), so
+    work downstream never outlives the caller's interest in it.
+    """
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(items.__anext__(), timeout_s)
+            except StopAsyncIteration:
+                return
+            yield item
+    except (GeneratorExit, asyncio.CancelledError):
+        raise
+    except Exception as error:
+        raise as_service_error(phase, error) from error
+    finally:
+        stopped = stop()
+        if inspect.isawaitable(stopped):
+            await stopped

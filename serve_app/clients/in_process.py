@@ -17,7 +17,7 @@ from deployments.stt import SttOptions, Transcription, WhisperTranscriber
 from deployments.tts import SynthesisRequest, TextToSpeech, TtsOptions
 from deployments.vad import SileroVad, VadOptions, VadRequest, VadResult
 from deployments.vision import ImageDescriber, VisionOptions
-from serve_app.clients.errors import as_service_error
+from serve_app.clients.errors import as_service_error, guarded_stream
 
 
 class InProcessModels:
@@ -42,7 +42,7 @@ class InProcessModels:
             return await asyncio.wait_for(awaitable, self.timeout_s)
         except asyncio.CancelledError:
             raise
-        except BaseException as error:
+        except Exception as error:
             raise as_service_error(phase, error) from error
 
     async def detect_speech(self, request: VadRequest) -> VadResult:
@@ -55,16 +55,8 @@ class InProcessModels:
     async def describe_image(self, image: bytes, prompt: str | None) -> str:
         return await self._unary("vision", self.vision.describe(image, prompt))
 
-    async def _stream(self, phase: str, generator) -> AsyncIterator:
-        try:
-            async for item in generator:
-                yield item
-        except (GeneratorExit, asyncio.CancelledError):
-            raise
-        except BaseException as error:
-            raise as_service_error(phase, error) from error
-        finally:
-            await generator.aclose()
+    def _stream(self, phase: str, generator) -> AsyncIterator:
+        return guarded_stream(phase, generator, self.timeout_s, generator.aclose)
 
     def chat(self, request: ChatRequest) -> AsyncIterator[LlmEvent]:
         return self._stream("llm", self.llm.chat(request))

@@ -16,7 +16,7 @@ from deployments.llm import ChatRequest, LlmEvent
 from deployments.stt import Transcription
 from deployments.tts import SynthesisRequest
 from deployments.vad import VadRequest, VadResult
-from serve_app.clients.errors import as_service_error
+from serve_app.clients.errors import as_service_error, guarded_stream
 
 
 class ServeModels:
@@ -28,10 +28,11 @@ class ServeModels:
     async def _unary(self, phase: str, response):
         try:
             return await asyncio.wait_for(response, self.timeout_s)
-        except BaseException as error:
+        except asyncio.CancelledError:
             response.cancel()
-            if isinstance(error, asyncio.CancelledError):
-                raise
+            raise
+        except Exception as error:
+            response.cancel()
             raise as_service_error(phase, error) from error
 
     async def detect_speech(self, request: VadRequest) -> VadResult:
@@ -43,20 +44,9 @@ class ServeModels:
     async def describe_image(self, image: bytes, prompt: str | None) -> str:
         return await self._unary("vision", self.vision.describe.remote(image, prompt))
 
-    async def _stream(self, phase: str, generator) -> AsyncIterator:
-        try:
-            while True:
-                try:
-                    item = await asyncio.wait_for(generator.__anext__(), self.timeout_s)
-                except StopAsyncIteration:
-                    return
-                yield item
-        except (GeneratorExit, asyncio.CancelledError):
-            raise
-        except BaseException as error:
-            raise as_service_error(phase, error) from error
-        finally:
-            generator.cancel()  # no-op once finished; stops the replica's work when we stop early
+    def _stream(self, phase: str, generator) -> AsyncIterator:
+        # generator.cancel() is a no-op once finished; it stops the replica's work when we stop early
+        return guarded_stream(phase, generator, self.timeout_s, generator.cancel)
 
     def chat(self, request: ChatRequest) -> AsyncIterator[LlmEvent]:
         return self._stream("llm", self.llm.options(stream=True).chat.remote(request))
