@@ -8,6 +8,7 @@ by ``@serve.batch`` and decoded in one CTranslate2 ``generate`` over a stacked f
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 from typing import Literal
@@ -166,7 +167,7 @@ class WhisperTranscriber:
         )
         as_dicts = [
             {"text": s.text, "no_speech_prob": s.no_speech_prob, "avg_logprob": s.avg_logprob,
-             "words": [w._asdict() for w in s.words or []]}
+             "words": [dataclasses.asdict(w) for w in s.words or []]}
             for s in segments
         ]
         return self._to_transcription(as_dicts, audio.size / SAMPLE_RATE, info.language)
