@@ -14,6 +14,8 @@ from starlette.websockets import WebSocket
 from serve_app.clients.models import ModelServices
 from serve_app.clients.vad_ticker import VadTicker
 from serve_app.protocols.native import NativeAdapter
+from serve_app.protocols.openai_realtime import RealtimeAdapter, read_handshake
+from serve_app.protocols.openai_realtime import server_events as realtime_events
 from serve_app.session.engine import Session
 from serve_app.session.smart_turn_runner import SmartTurnRunner
 from serve_app.settings import ServerOptions
@@ -70,6 +72,24 @@ class SessionHost:
             return
         await self._ready()
         await NativeAdapter(websocket, self.new_session()).run()
+
+    async def serve_openai(self, websocket: WebSocket) -> None:
+        """``GET /v1/realtime``: the OpenAI Realtime protocol over the same sessions."""
+        handshake = read_handshake(websocket)
+        await websocket.accept(subprotocol=handshake.subprotocol)
+        refusal = None
+        if not key_accepted(self.options.api_keys, handshake.api_key):
+            refusal = ("invalid_api_key", "Incorrect API key provided.")
+        elif handshake.call_id is not None:
+            refusal = ("unsupported", "joining SIP/WebRTC calls (call_id) is not supported; open a session instead")
+        if refusal is not None:
+            code, message = refusal
+            error = realtime_events.ErrorDetail(type="invalid_request_error", code=code, message=message)
+            await websocket.send_text(realtime_events.Error(error=error).model_dump_json())
+            await websocket.close(code=POLICY_VIOLATION, reason=message[:120])
+            return
+        await self._ready()
+        await RealtimeAdapter(websocket, self.new_session(), handshake).run()
 
     async def close(self) -> None:
         if self.store is not None:

@@ -33,6 +33,10 @@ class Ingress:
     async def native_session(self, websocket: WebSocket) -> None:
         await self.host.serve_native(websocket)
 
+    @api.websocket("/v1/realtime")
+    async def openai_realtime_session(self, websocket: WebSocket) -> None:
+        await self.host.serve_openai(websocket)
+
     async def _service_health(self, name: str, handle: DeploymentHandle) -> dict[str, Any]:
         response = handle.info.remote()
         try:

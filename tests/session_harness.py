@@ -26,6 +26,10 @@ def build_app(host: SessionHost) -> FastAPI:
     async def ws(websocket: WebSocket) -> None:
         await host.serve_native(websocket)
 
+    @app.websocket("/v1/realtime")
+    async def realtime(websocket: WebSocket) -> None:
+        await host.serve_openai(websocket)
+
     return app
 
 

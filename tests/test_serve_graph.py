@@ -133,3 +133,23 @@ def test_a_voice_turn_over_a_real_websocket(graph, clip_by_name):
     assert sum(len(f) for f in seen if isinstance(f, bytes)) > 24000  # > 0.5 s of 24 kHz PCM16
     metrics = httpx.get(f"http://127.0.0.1:{graph['port']}/metrics", timeout=30).text
     assert 'openrealtime_turn_latency_seconds_count{span="first_audio"}' in metrics
+
+
+def test_an_openai_sdk_voice_turn_through_the_serve_proxy(graph, clip_by_name):
+    """The official SDK against /v1/realtime on the deployed graph: every event validated (realtime_harness)."""
+    from tests.realtime_harness import realtime, to_24k, with_silence
+
+    clip = to_24k(clip_by_name("voice2json_turn_on_living_room_lamp.wav").pcm16())
+
+    async def turn():
+        async with realtime(f"ws://127.0.0.1:{graph['port']}") as rt:
+            await rt.configure(turn_detection={"type": "server_vad", "silence_duration_ms": 500})
+            await rt.append(with_silence(clip, 1.5))
+            done = await rt.until("response.done")
+            return rt, done
+
+    rt, done = asyncio.run(turn())
+    transcript = rt.of("conversation.item.input_audio_transcription.completed")[0]["transcript"]
+    assert normalise(transcript) == "turn on the living room lamp"
+    assert done["response"]["status"] == "completed"
+    assert len(rt.audio()) > 24000  # > 0.5 s of 24 kHz PCM16

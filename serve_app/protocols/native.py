@@ -20,6 +20,9 @@ from serve_app.session.engine import Session
 logger = logging.getLogger(__name__)
 
 _CLIENT = TypeAdapter(wire.ClientMessage)
+# engine events for clients that manage the conversation themselves; the native wire has no form for them
+_NOT_ON_THE_WIRE = (ev.UserAudioCommitted, ev.TranscriptEmpty, ev.ResponseStarted, ev.ResponseEnded,
+                    ev.ReplyTruncated)
 MAX_TEXT_FRAME_BYTES = 16 * 1024 * 1024  # base64 images; the image itself is checked after decoding
 
 
@@ -108,7 +111,9 @@ class NativeAdapter:
 
     # ---- outbound ----------------------------------------------------------------------
 
-    def render(self, event: ev.Event) -> dict[str, Any] | bytes:
+    def render(self, event: ev.Event) -> dict[str, Any] | bytes | None:
+        if isinstance(event, _NOT_ON_THE_WIRE):
+            return None
         if isinstance(event, ev.AudioOut):
             pcm = event.pcm16
             if self.session.config.audio_format == "mulaw":
@@ -159,6 +164,8 @@ class NativeAdapter:
     async def _write(self) -> None:
         while (item := await self.session.outbox.get()) is not None:
             frame = self.render(item.event)
+            if frame is None:
+                continue
             if isinstance(frame, bytes):
                 await self.websocket.send_bytes(frame)
             else:

@@ -15,9 +15,37 @@ class ConversationContext:
         self.max_chars = max_chars
         self.messages: list[ChatMessage] = []
         self.dropped_turns = 0  # turns left out of the last request, for logs and tests
+        self.ids: dict[str, list[ChatMessage]] = {}  # a client's message ids -> the messages they name
 
-    def add(self, message: ChatMessage) -> None:
+    def add(self, message: ChatMessage, message_id: str | None = None) -> None:
         self.messages.append(message)
+        self.name(message, message_id)
+
+    def name(self, message: ChatMessage, message_id: str | None) -> None:
+        if message_id:
+            self.ids.setdefault(message_id, []).append(message)
+
+    def insert(self, message: ChatMessage, message_id: str, after: str | None) -> None:
+        """After the message named ``after`` ("" = first, None or unknown = last)."""
+        if after is None or (after and after not in self.ids):
+            self.add(message, message_id)
+            return
+        index = 0
+        if after:
+            anchors = self.ids[after]
+            index = max((i for i, m in enumerate(self.messages) if any(m is a for a in anchors)),
+                        default=len(self.messages) - 1) + 1
+        self.messages.insert(index, message)
+        self.name(message, message_id)
+
+    def find(self, message_id: str) -> ChatMessage | None:
+        named = self.ids.get(message_id)
+        return named[0] if named else None
+
+    def remove(self, message_id: str) -> bool:
+        named = self.ids.pop(message_id, [])
+        self.messages = [m for m in self.messages if not any(m is n for n in named)]
+        return bool(named)
 
     def replace_last_assistant(self, content: str) -> None:
         for message in reversed(self.messages):

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from deployments.llm import ChatMessage
+from serve_app.session.policy import ReplyPolicy, ResponseOverrides, TurnPolicy
+
 
 class State(str, Enum):
     IDLE = "idle"
@@ -50,6 +53,7 @@ class AudioIn:
 class ImageIn:
     data: bytes
     prompt: str | None = None
+    message_id: str | None = None  # the user message it belongs to (its description is deleted with it)
 
 
 @dataclass
@@ -83,9 +87,64 @@ class Disconnected:
     pass
 
 
+# ---- commands for clients that manage turns and the conversation themselves ----------------
+
+
+@dataclass
+class Configure:
+    """Change settings mid-conversation; a part left None stays as it is."""
+
+    config: dict[str, Any] | None = None  # SessionConfig fields, merged over the current ones
+    turns: TurnPolicy | None = None
+    replies: ReplyPolicy | None = None
+
+
+@dataclass
+class CommitAudio:
+    """End the user's turn now, with the audio received since the last turn ended."""
+
+    message_id: str | None = None  # id for the user message; default: a new one
+
+
+@dataclass
+class ClearAudio:
+    """Drop the audio received since the last turn ended."""
+
+
+@dataclass
+class CreateResponse:
+    """Answer now. ``tag`` comes back on ResponseStarted and ResponseEnded."""
+
+    tag: str | None = None
+    overrides: ResponseOverrides | None = None
+
+
+@dataclass
+class AddMessage:
+    """Put a message into the conversation without answering it."""
+
+    message_id: str
+    message: ChatMessage
+    after: str | None = None  # id of the message it follows; "" = first; None = last
+
+
+@dataclass
+class DeleteMessage:
+    message_id: str
+
+
+@dataclass
+class TruncateReply:
+    """The client played only ``audio_ms`` of a reply: cut its stored text and context to that."""
+
+    message_id: str
+    audio_ms: int
+
+
 Command = (
     StartConversation | StopConversation | Interrupt | AudioIn | ImageIn | UserText | ResumeSession
-    | ToolResult | Ping | RetryTurn | Disconnected
+    | ToolResult | Ping | RetryTurn | Disconnected | Configure | CommitAudio | ClearAudio | CreateResponse
+    | AddMessage | DeleteMessage | TruncateReply
 )
 
 
@@ -113,11 +172,13 @@ class StateChanged:
 @dataclass
 class SpeechStarted:
     audio_ms: int
+    message_id: str = ""  # the user message this speech will become
 
 
 @dataclass
 class SpeechStopped:
     audio_ms: int
+    message_id: str = ""
 
 
 @dataclass
@@ -128,6 +189,7 @@ class TranscriptPartial:
 @dataclass
 class TranscriptFinal:
     text: str
+    message_id: str = ""
 
 
 @dataclass
@@ -189,6 +251,7 @@ class ErrorEvent:
     phase: str
     code: str
     fatal: bool = False
+    ref: str | None = None  # the message id or response tag the error is about
 
 
 @dataclass
@@ -196,10 +259,55 @@ class Pong:
     t: Any = None
 
 
+# ---- events for clients that manage turns and the conversation themselves ----------------
+
+
+@dataclass
+class UserAudioCommitted:
+    """A turn's audio became a user message (its transcript follows: TranscriptFinal or TranscriptEmpty)."""
+
+    message_id: str
+    start_ms: int
+    end_ms: int
+
+
+@dataclass
+class TranscriptEmpty:
+    """The committed audio held no words; no user message was added."""
+
+    message_id: str
+
+
+@dataclass
+class ResponseStarted:
+    tag: str | None
+    message_id: str  # the reply's message id
+
+
+@dataclass
+class ResponseEnded:
+    tag: str | None
+    message_id: str
+    generation: int
+    status: str  # completed | incomplete (token limit) | cancelled | failed
+    reason: str | None = None  # cancelled: user_speech | manual
+    input_tokens: int = 0
+    output_tokens: int = 0
+    error: ErrorEvent | None = None
+
+
+@dataclass
+class ReplyTruncated:
+    message_id: str
+    audio_ms: int  # clamped to the audio the reply had
+    text: str  # what is left of the reply
+
+
 Event = (
     SessionStarted | SessionResumed | StateChanged | SpeechStarted | SpeechStopped | TranscriptPartial
     | TranscriptFinal | LlmToken | LlmComplete | AudioOut | AudioComplete | ToolCallStarted | ToolCallFinished
-    | VisionResult | Interrupted | StopSpeaking | ErrorEvent | Pong
+    | VisionResult | Interrupted | StopSpeaking | ErrorEvent | Pong | UserAudioCommitted | TranscriptEmpty
+    | ResponseStarted | ResponseEnded | ReplyTruncated
 )
 
 

@@ -62,6 +62,10 @@ class ResponseSettings:
     playback_lead_ms: int
     client_tool_timeout_s: float
     client_tools: list[dict] = field(default_factory=list)
+    speak: bool = True  # False: text only
+    builtin_tools: bool = True
+    end_on_client_tool: bool = False  # client calls end the response instead of waiting for ToolResult
+    tool_choice: str | dict = "auto"
 
 
 @dataclass
@@ -75,8 +79,10 @@ class SpokenSentence:
 class Response:
     def __init__(self, generation: int, host: ResponseHost, services: ModelServices, tools: BuiltinTools,
                  history: list[ChatMessage], settings: ResponseSettings,
-                 on_done: Callable[[Response], Awaitable[None]]) -> None:
+                 on_done: Callable[[Response], Awaitable[None]], *, tag: str | None = None,
+                 message_id: str = "") -> None:
         self.generation = generation
+        self.tag, self.message_id = tag, message_id
         self.host, self.services, self.tools, self.settings = host, services, tools, settings
         self.history = history  # system prompt + context, as the LLM will see it
         self.new_messages: list[ChatMessage] = []  # tool-call turns this response added
@@ -88,6 +94,9 @@ class Response:
         self.first_token_at: float | None = None
         self.failure: ServiceError | None = None
         self.tts_failed = False
+        self.deferred_calls: list[ToolCall] = []  # client calls left for the client (end_on_client_tool)
+        self.input_tokens = self.output_tokens = 0
+        self.finish_reason: str | None = None
         self._paused = asyncio.Event()
         self._paused.set()  # set = playing
         self._client_calls: dict[str, asyncio.Future] = {}
@@ -117,9 +126,17 @@ class Response:
 
     def heard_text(self, now: float | None = None) -> str:
         """The reply cut to what can have been played: whole sentences, then a share of the current one."""
+        if not self.settings.speak:
+            return self.full_text.strip()  # text only: everything sent was shown
         if self.first_audio_at is None:
             return ""
-        played_ms = min(self.audio_sent_ms, ((now or time.monotonic()) - self.first_audio_at) * 1000)
+        return self.text_at(((now or time.monotonic()) - self.first_audio_at) * 1000)
+
+    def text_at(self, played_ms: float) -> str:
+        """The words spoken in the first ``played_ms`` of this reply's audio (clamped to what was sent)."""
+        if self.audio_sent_ms and played_ms >= self.audio_sent_ms and all(s.complete for s in self.sentences):
+            return " ".join(s.text for s in self.sentences)
+        played_ms = min(self.audio_sent_ms, played_ms)
         heard: list[str] = []
         for sentence in self.sentences:
             if sentence.sent_ms <= 0 or played_ms <= sentence.start_ms:
@@ -166,22 +183,35 @@ class Response:
             if not calls:
                 break
             assistant = ChatMessage(role="assistant", content=text or None, tool_calls=calls)
-            results = await asyncio.gather(*(self._run_tool(call) for call in calls))
+            deferred = [c for c in calls if self._deferred(c)]
+            ran = [c for c in calls if c not in deferred]
+            results = await asyncio.gather(*(self._run_tool(call) for call in ran))
             tool_messages = [
                 ChatMessage(role="tool", tool_call_id=call.id, content=json.dumps(result))
-                for call, result in zip(calls, results)
+                for call, result in zip(ran, results)
             ]
             self.new_messages += [assistant, *tool_messages]
             messages += [assistant, *tool_messages]
+            if deferred:
+                for call in deferred:
+                    await self.host.store_tool_call(call)
+                    self.host.emit(ToolCallStarted(call.id, call.name, _parsed(call.arguments)), self.generation)
+                self.deferred_calls = deferred
+                break
         for sentence in splitter.flush():
             await sentences.put(sentence)
         self.full_text = self.full_text.strip()
         self.reply_message_id = await self.host.store_reply(self.full_text)
         self.host.emit(LlmComplete(self.full_text), self.generation)
 
+    def _deferred(self, call: ToolCall) -> bool:
+        return self.settings.end_on_client_tool and not (self.settings.builtin_tools and self.tools.has(call.name))
+
     async def _one_llm_round(self, messages, splitter, sentences, allow_tools) -> tuple[list[ToolCall], str]:
-        tools = [spec.schema() for spec in self.tools.specs()] + self.settings.client_tools if allow_tools else []
-        request = ChatRequest(messages=messages, tools=tools, tool_choice="auto" if tools else "none",
+        builtin = [spec.schema() for spec in self.tools.specs()] if self.settings.builtin_tools else []
+        tools = builtin + self.settings.client_tools if allow_tools else []
+        request = ChatRequest(messages=messages, tools=tools,
+                              tool_choice=self.settings.tool_choice if tools else "none",
                               max_tokens=self.settings.max_tokens, temperature=self.settings.temperature)
         calls: list[ToolCall] = []
         text = ""
@@ -197,16 +227,15 @@ class Response:
             elif isinstance(event, ToolCallEvent):
                 calls.append(event.call)
             elif isinstance(event, ChatDone):
+                self.input_tokens += event.prompt_tokens
+                self.output_tokens += event.completion_tokens
+                self.finish_reason = event.finish_reason
                 break
         return calls, text
 
     async def _run_tool(self, call: ToolCall) -> Any:
-        try:
-            args = json.loads(call.arguments or "{}")
-        except json.JSONDecodeError:
-            args = call.arguments
         await self.host.store_tool_call(call)
-        self.host.emit(ToolCallStarted(call.id, call.name, args), self.generation)
+        self.host.emit(ToolCallStarted(call.id, call.name, _parsed(call.arguments)), self.generation)
         ok = True
         try:
             if self.tools.has(call.name):
@@ -233,7 +262,7 @@ class Response:
 
     async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:
         while (text := await sentences.get()) is not None:
-            if self.tts_failed:
+            if self.tts_failed or not self.settings.speak:
                 continue
             sentence = SpokenSentence(text, start_ms=self.audio_sent_ms)
             self.sentences.append(sentence)
@@ -262,6 +291,13 @@ class Response:
         self._chunk_index += 1
         self.audio_sent_ms += duration_ms
         sentence.sent_ms += duration_ms
+
+
+def _parsed(arguments: str) -> Any:
+    try:
+        return json.loads(arguments or "{}")
+    except json.JSONDecodeError:
+        return arguments
 
 
 def new_call_id() -> str:
