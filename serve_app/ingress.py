@@ -3,10 +3,11 @@
 # No `from __future__ import annotations` here: FastAPI must see the real WebSocket class on the
 # route's signature, or it treats `websocket` as a missing query parameter and closes with 1008.
 import asyncio
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, WebSocket
-from fastapi.responses import PlainTextResponse
+from fastapi import FastAPI, HTTPException, WebSocket
+from fastapi.responses import FileResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -16,6 +17,8 @@ from serve_app.host import SessionHost
 from serve_app.settings import ServerOptions
 
 api = FastAPI(title="OpenRealtime")
+WEB_DIR = Path(__file__).resolve().parent / "web"
+NO_CACHE = {"Cache-Control": "no-cache"}  # revalidate (ETag), so a redeploy's page is picked up at once
 
 @serve.deployment(name="Ingress", max_ongoing_requests=200, graceful_shutdown_timeout_s=60)
 @serve.ingress(api)
@@ -56,6 +59,17 @@ class Ingress:
         services["smart_turn"] = {"status": "ok" if self.host.smart_turn else "disabled"}
         status = "ok" if all(r["status"] == "ok" for r in results) else "degraded"
         return {"status": status, "services": services}
+
+    @api.get("/", include_in_schema=False)
+    async def web_client(self) -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", headers=NO_CACHE)
+
+    @api.get("/web/{path:path}", include_in_schema=False)
+    async def web_asset(self, path: str) -> FileResponse:
+        file = (WEB_DIR / path).resolve()
+        if not file.is_file() or WEB_DIR not in file.parents:  # also refuses ../ escapes
+            raise HTTPException(status_code=404)
+        return FileResponse(file, headers=NO_CACHE)
 
     @api.get("/metrics")
     async def metrics(self) -> PlainTextResponse:
