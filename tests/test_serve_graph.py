@@ -7,6 +7,9 @@ import asyncio
 import io
 import json
 import socket
+import subprocess
+import sys
+import wave
 
 import httpx
 import numpy as np
@@ -153,3 +156,22 @@ def test_an_openai_sdk_voice_turn_through_the_serve_proxy(graph, clip_by_name):
     assert normalise(transcript) == "turn on the living room lamp"
     assert done["response"]["status"] == "completed"
     assert len(rt.audio()) > 24000  # > 0.5 s of 24 kHz PCM16
+
+
+def test_the_readme_openai_sdk_snippet_runs_as_written(graph, tmp_path):
+    """The README's "Use it from the OpenAI SDK" program, unchanged but for the port, on the deployed graph."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Use it from the OpenAI SDK", 1)[1]
+    program = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "127.0.0.1:8000" in program
+    script = tmp_path / "ask.py"
+    script.write_text(program.replace("127.0.0.1:8000", f"127.0.0.1:{graph['port']}"))
+    clip = REPO_ROOT.parent / "shared" / "speech" / "librispeech_1089-134691-0000.wav"
+    run = subprocess.run([sys.executable, str(script), str(clip)], check=False, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    heard = run.stdout.split("you said:", 1)[1].splitlines()[0]
+    assert normalise(heard) == "he could wait no longer"
+    assert "\ncompleted;" in run.stdout
+    with wave.open(str(tmp_path / "answer.wav")) as answer:
+        assert answer.getframerate() == 24000 and answer.getnframes() > 12000  # > 0.5 s of speech
