@@ -12,10 +12,13 @@ import pytest
 from starlette.testclient import TestClient
 
 from deployments.llm import LlmOptions
+from deployments.vad import VadOptions
 from serve_app.clients.in_process import InProcessModels
 from serve_app.host import SessionHost
+from serve_app.session.smart_turn import DEFAULT_MODEL_PATH as SMART_TURN_ONNX
 from tests.fake_ollama import FakeReply
 from tests.session_harness import Conversation, build_app, server_options, stored_rows
+from tests.text_normalise import normalise
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +118,43 @@ def test_unreachable_llm_server_is_an_error_and_the_session_survives(base_models
         pong = talk.until("pong")
     assert error["phase"] == "llm" and "127.0.0.1:9" in error["message"]
     assert pong["t"] == "still here"
+
+
+def test_tts_failing_on_every_sentence_leaves_a_text_answer(base_models, tmp_path):
+    """TTS down -> text only: the real Piper service refuses every sentence (a voice it does not have)."""
+    host = SessionHost(base_models, server_options(tmp_path / "db.sqlite3", playback_lead_ms=60_000))
+    with TestClient(build_app(host)) as client, client.websocket_connect("/ws") as ws:
+        talk = Conversation(ws)
+        talk.send({"type": "start_conversation", "config": {"voice": "nobody-at-all"}})
+        talk.until("state_change", state="listening")
+        talk.send({"type": "user_message", "text": "Say hello to me."})
+        error = talk.until("error")
+        complete = talk.until("llm_complete")
+        talk.until("state_change", state="listening")
+        talk.send({"type": "ping", "t": "after"})
+        talk.until("pong")
+    assert error["phase"] == "tts" and error["code"] == "unknown_voice"
+    assert "continuing without audio" in error["message"]
+    assert complete["fullText"].strip()
+    assert not any(isinstance(f, bytes) or f["type"] == "audio_chunk" for f in talk.frames)
+    assert talk.types().count("error") == 1  # said once, not once per sentence
+    rows = stored_rows(tmp_path / "db.sqlite3", "messages", talk.frames[0]["sessionId"])
+    assert [r["role"] for r in rows] == ["user", "assistant"] and rows[1]["content"] == complete["fullText"]
+
+
+def test_vad_down_falls_back_to_energy_and_fixed_silence(base_models, tmp_path, clip_by_name):
+    """VAD down -> energy and fixed-silence endpointing: the VAD service is given a model it cannot run."""
+    broken = base_models.with_vad(VadOptions(model_path=str(SMART_TURN_ONNX)))  # loads, then fails on every call
+    host = SessionHost(broken, server_options(tmp_path / "db.sqlite3", playback_lead_ms=60_000))
+    with TestClient(build_app(host)) as client, client.websocket_connect("/ws") as ws:
+        talk = Conversation(ws)
+        talk.send({"type": "start_conversation"})
+        talk.until("state_change", state="listening")
+        talk.speak(clip_by_name("librispeech_1089-134691-0000.wav").pcm16())
+        error = talk.until("error")
+        final = talk.until("transcript_final")
+        talk.until("llm_complete")
+    assert error["phase"] == "vad" and error["code"] == "service_unavailable"
+    assert normalise(final["text"]) == "he could wait no longer"
+    assert talk.types().index("speech_started") < talk.types().index("transcript_final")
+    assert talk.types().count("error") == 1

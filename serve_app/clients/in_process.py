@@ -37,6 +37,18 @@ class InProcessModels:
         other.llm = LanguageModel.func_or_class(options)
         return other
 
+    def with_vad(self, options: VadOptions) -> InProcessModels:
+        """The same loaded models with another VAD model."""
+        other = copy.copy(self)
+        other.vad = SileroVad(options)
+        return other
+
+    def with_tts(self, options: TtsOptions) -> InProcessModels:
+        """The same loaded models with another TTS voice or backend."""
+        other = copy.copy(self)
+        other.tts = TextToSpeech.func_or_class(options)
+        return other
+
     async def _unary(self, phase: str, awaitable):
         try:
             return await asyncio.wait_for(awaitable, self.timeout_s)
