@@ -5,8 +5,10 @@
 Without --url it deploys configs/local.yaml on a local 2-CPU Ray instance first. Every session
 opens a socket, starts a conversation and streams room tone (a real non-speech clip, looped) as
 a live microphone would, in real time; every second it sends a ping and times the pong. One
-session in ten also says a short command once, which must come back as a transcript. Prints how
-many sessions connected and stayed up, error events, failures and ping round trips under load.
+session in ten also says a short command once (all ten at the same moment), which must come back
+as a transcript; a speaker still waiting at the end keeps streaming up to --grace seconds more.
+Prints how many sessions connected and stayed up, error events, failures, ping round trips and
+end of command -> transcript_final under load.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import load_manifest
 
 
-async def session(url: str, index: int, seconds: float, chunk: int, tone: np.ndarray, command: np.ndarray | None,
-                  stats: dict) -> None:
+async def session(url: str, index: int, seconds: float, grace: float, chunk: int, tone: np.ndarray,
+                  command: np.ndarray | None, stats: dict) -> None:
     import websockets
 
     try:
@@ -36,6 +38,10 @@ async def session(url: str, index: int, seconds: float, chunk: int, tone: np.nda
             await ws.send(json.dumps({"type": "start_conversation", "config": {"binaryAudio": True}}))
             audio = tone if command is None else np.concatenate([tone[: 16000], command, tone])
             pings: dict[int, float] = {}
+            command_end = 16000 + (command.size if command is not None else 0)  # sample where the command ends
+            heard = asyncio.Event()
+            command_sent_at: list[float] = []
+            marks: dict[str, float] = {}
 
             async def reader() -> None:
                 async for frame in ws:
@@ -48,6 +54,12 @@ async def session(url: str, index: int, seconds: float, chunk: int, tone: np.nda
                         stats["errors"].append(event["code"])
                     elif event["type"] == "transcript_final":
                         stats["transcripts"] += 1
+                        if command_sent_at and not heard.is_set():
+                            stats["transcript_s"].append(time.perf_counter() - command_sent_at[0])
+                        heard.set()
+                    elif event["type"] == "speech_stopped" and command_sent_at and "stopped" not in marks:
+                        marks["stopped"] = time.perf_counter() - command_sent_at[0]
+                        stats["stopped_s"].append(marks["stopped"])
                     if command is not None and event["type"] in ("speech_started", "speech_stopped",
                                                                  "transcript_final", "state_change"):
                         stats["speaker_events"].setdefault(index, []).append(
@@ -56,13 +68,20 @@ async def session(url: str, index: int, seconds: float, chunk: int, tone: np.nda
             read_task = asyncio.create_task(reader())
             start = time.perf_counter()
             position, sent = 0, 0
-            while time.perf_counter() - start < seconds:
+            def streaming() -> bool:
+                elapsed = time.perf_counter() - start
+                waiting = command is not None and not heard.is_set()
+                return elapsed < seconds or (waiting and elapsed < seconds + grace)
+
+            while streaming():
                 piece = audio[position : position + chunk]
                 if piece.size < chunk:
                     position = 0 if command is None else min(position, audio.size - chunk)
                     piece = np.resize(audio, chunk) if command is None else tone[:chunk]
                 position += chunk
                 await ws.send(piece.astype("<i2").tobytes())
+                if command is not None and not command_sent_at and position >= command_end:
+                    command_sent_at.append(time.perf_counter())
                 sent += 1
                 if sent % max(1, 16000 // chunk) == 0:
                     pings[sent] = time.perf_counter()
@@ -75,15 +94,15 @@ async def session(url: str, index: int, seconds: float, chunk: int, tone: np.nda
         stats["failures"].append(f"{index}: {type(error).__name__}: {error}"[:200])
 
 
-async def run(url: str, sessions: int, seconds: float, chunk_ms: int) -> dict:
+async def run(url: str, sessions: int, seconds: float, grace: float, chunk_ms: int) -> dict:
     clips = {c.file: c for c in load_manifest()}
     tone = clips["nonspeech_room_tone_1s.wav"].pcm16()
     tone = np.tile(tone, int(seconds) + 2)
     command = clips["voice2json_turn_on_living_room_lamp.wav"].pcm16()
     stats = {"connected": 0, "completed": 0, "transcripts": 0, "rtt": [], "errors": [], "failures": [],
-             "speaker_events": {}}
+             "speaker_events": {}, "transcript_s": [], "stopped_s": []}
     chunk = 16000 * chunk_ms // 1000
-    await asyncio.gather(*(session(url, i, seconds, chunk, tone, command if i % 10 == 0 else None, stats)
+    await asyncio.gather(*(session(url, i, seconds, grace, chunk, tone, command if i % 10 == 0 else None, stats)
                            for i in range(sessions)))
     stats["speakers"] = len(range(0, sessions, 10))
     return stats
@@ -94,6 +113,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--chunk-ms", type=int, default=200)
+    parser.add_argument("--grace", type=float, default=60, help="extra seconds a speaker may wait for its transcript")
     parser.add_argument("--url", default=None)
     args = parser.parse_args()
     url = args.url
@@ -110,13 +130,18 @@ def main() -> None:
         deploy(config)
         url = "ws://127.0.0.1:8012/ws"
     began = time.perf_counter()
-    stats = asyncio.run(run(url, args.sessions, args.seconds, args.chunk_ms))
+    stats = asyncio.run(run(url, args.sessions, args.seconds, args.grace, args.chunk_ms))
     rtt = np.array(stats["rtt"]) * 1000 if stats["rtt"] else np.array([np.nan])
     print(f"{args.sessions} sessions x {args.seconds:.0f} s of live audio in {args.chunk_ms} ms chunks "
           f"({args.sessions * 1000 // args.chunk_ms} audio messages/s) over {url}, {time.perf_counter() - began:.0f} s wall:")
     print(f"  connected {stats['connected']}, streamed to the end {stats['completed']}, "
           f"failures {len(stats['failures'])}, error events {len(stats['errors'])} {sorted(set(stats['errors']))}")
-    print(f"  spoken commands transcribed: {stats['transcripts']} of {stats['speakers']}")
+    waits = np.array(stats["transcript_s"]) if stats["transcript_s"] else np.array([np.nan])
+    print(f"  spoken commands transcribed: {len(stats['transcript_s'])} of {stats['speakers']}; end of command -> "
+          f"transcript_final P50 {np.percentile(waits, 50):.1f} s, max {np.max(waits):.1f} s "
+          f"(10 speakers at once, one STT replica)")
+    stopped = np.array(stats["stopped_s"]) if stats["stopped_s"] else np.array([np.nan])
+    print(f"  end of command -> speech_stopped P50 {np.percentile(stopped, 50):.1f} s, max {np.max(stopped):.1f} s")
     print(f"  ping round trip under load: P50 {np.percentile(rtt, 50):.0f} ms, P95 {np.percentile(rtt, 95):.0f} ms, "
           f"max {np.max(rtt):.0f} ms ({len(stats['rtt'])} pings)")
     for index, events in sorted(stats["speaker_events"].items()):

@@ -18,6 +18,7 @@ from serve_app.protocols.openai_realtime import RealtimeAdapter, read_handshake
 from serve_app.protocols.openai_realtime import server_events as realtime_events
 from serve_app.session.engine import Session
 from serve_app.session.smart_turn_runner import SmartTurnRunner
+from serve_app.session.transcription_load import TranscriptionLoad
 from serve_app.settings import ServerOptions
 from serve_app.store import SessionStore
 
@@ -46,6 +47,7 @@ class SessionHost:
         self.store: SessionStore | None = None
         self.ticker: VadTicker | None = None
         self.sessions: dict[str, Session] = {}  # live sessions by id, so a resume can take over
+        self.stt_load = TranscriptionLoad()  # partial transcripts yield to final ones, across sessions
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -63,7 +65,7 @@ class SessionHost:
 
     def new_session(self) -> Session:
         return Session(self.models, self.store, self.options.session, vad_ticker=self.ticker,
-                       smart_turn=self.smart_turn, registry=self.sessions)
+                       smart_turn=self.smart_turn, registry=self.sessions, stt_load=self.stt_load)
 
     async def serve_native(self, websocket: WebSocket) -> None:
         await websocket.accept()

@@ -74,6 +74,7 @@ from serve_app.session.policy import ReplyPolicy, ResponseOverrides, TurnPolicy
 from serve_app.session.response import Response, ResponseSettings
 from serve_app.session.smart_turn_runner import SmartTurnRunner
 from serve_app.session.tools import BuiltinTools
+from serve_app.session.transcription_load import TranscriptionLoad
 from serve_app.session.turn_detection import (
     Onset,
     OnsetLost,
@@ -142,8 +143,9 @@ class _Pending:
 class Session:
     def __init__(self, services: ModelServices, store: SessionStore, options: SessionOptions, *,
                  vad_ticker: VadTicker | None, smart_turn: SmartTurnRunner | None,
-                 registry: dict[str, Session] | None = None) -> None:
+                 registry: dict[str, Session] | None = None, stt_load: TranscriptionLoad | None = None) -> None:
         self.services, self.store, self.options = services, store, options
+        self.stt_load = stt_load if stt_load is not None else TranscriptionLoad()  # shared by the host's sessions
         self.registry = registry if registry is not None else {}
         self.closed = asyncio.Event()
         self.vad_ticker, self.smart_turn = vad_ticker, smart_turn
@@ -438,6 +440,8 @@ class Session:
         wanted = self.options.partial_transcripts and self.turns.partial_transcripts
         if not (wanted and self._detector.in_speech) or self._partial_in_flight:
             return
+        if not self.stt_load.partial_allowed():
+            return
         if (position - self._last_partial_at) * 1000 < self.options.partial_interval_ms * SAMPLE_RATE:
             return
         self._last_partial_at = position
@@ -481,7 +485,8 @@ class Session:
 
     async def _transcribe(self, utterance: int, audio: np.ndarray, partial: bool, message_id: str = "") -> None:
         try:
-            result: Any = await self.services.transcribe(audio)
+            with self.stt_load.in_flight(partial):
+                result: Any = await self.services.transcribe(audio)
         except ServiceError as error:
             result = error
         self.submit(_Transcribed(utterance, result, partial, message_id))
