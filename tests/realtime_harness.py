@@ -162,3 +162,14 @@ async def realtime(ws_url: str, shape: str = "ga", api_key: str = "sk-local") ->
     realtime_api = client.realtime if shape == "ga" else client.beta.realtime
     async with realtime_api.connect(model="openrealtime-local", websocket_connection_options=options) as connection:
         yield Realtime(connection, shape)
+
+
+def assert_answered(done: dict) -> None:
+    """A response that ran to its end: finished, or stopped at the token limit (the embedded model
+    samples at temperature 0.6 and sometimes talks until ``max_response_tokens``)."""
+    response = done["response"]
+    if response["status"] == "incomplete":
+        assert response["status_details"] == {"type": "incomplete", "reason": "max_output_tokens"}, response
+    else:
+        assert response["status"] == "completed" and response["status_details"] is None, response
+    assert response["usage"]["output_tokens"] > 0

@@ -22,7 +22,13 @@ from serve_app.protocols.openai_realtime.session_config import RealtimeSession, 
 from serve_app.session.options import TurnDetectionOptions
 from tests.fake_ollama import FakeReply
 from tests.live_server import LiveServer
-from tests.realtime_harness import BETA_EVENTS, GA_EVENTS, PIPECAT_SERVER_EVENT_TYPES, realtime
+from tests.realtime_harness import (
+    BETA_EVENTS,
+    GA_EVENTS,
+    PIPECAT_SERVER_EVENT_TYPES,
+    assert_answered,
+    realtime,
+)
 from tests.session_harness import build_app, server_options
 from tests.text_normalise import normalise
 
@@ -119,7 +125,7 @@ async def test_manual_turns_in_g711_ulaw(models, tmp_path, clip_by_name):
     assert transcribed["item_id"] == committed["item_id"]
     assert normalise(transcribed["transcript"]) == "turn on the living room lamp"
     assert rt.index("conversation.item.input_audio_transcription.completed") < rt.index("response.created")
-    assert done["response"]["status"] == "completed"
+    assert_answered(done)
     assert done["response"]["audio"]["output"]["format"] == {"type": "audio/pcmu"}
     reply = np.frombuffer(audioop.ulaw2lin(rt.audio(), 2), dtype="<i2")  # one byte per 8 kHz sample
     assert reply.size > 8000 * 0.5 and np.sqrt(np.mean((reply / 32768) ** 2)) > 0.01

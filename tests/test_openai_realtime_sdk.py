@@ -23,7 +23,7 @@ from serve_app.session.smart_turn import SmartTurnModel
 from serve_app.session.smart_turn_runner import SmartTurnRunner
 from tests.fake_ollama import FakeReply
 from tests.live_server import LiveServer
-from tests.realtime_harness import realtime, to_24k, with_silence
+from tests.realtime_harness import assert_answered, realtime, to_24k, with_silence
 from tests.session_harness import build_app, server_options, stored_messages
 from tests.text_normalise import normalise
 
@@ -80,8 +80,7 @@ async def test_a_spoken_question_is_heard_transcribed_and_answered_in_speech(sha
     assert transcription["item_id"] == user_item and transcription["usage"]["type"] == "duration"
     assert normalise(transcription["transcript"]) == "he could wait no longer"
 
-    assert done["response"]["status"] == "completed" and done["response"]["status_details"] is None
-    assert done["response"]["usage"]["output_tokens"] > 0
+    assert_answered(done)
     reply = done["response"]["output"][0]
     transcript = "".join(e["delta"] for e in rt.of(names["transcript_delta"]))
     assert transcript and reply["content"][0]["transcript"] == transcript

