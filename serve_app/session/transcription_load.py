@@ -4,8 +4,8 @@ A partial transcript is a courtesy; a final one is what the person waits on. A p
 front of someone's final transcript delays that person's answer, so partials are asked for only
 while no final transcript from this ingress is outstanding, and only a few at a time. Measured
 with bench/load.py (100 sessions, ten people finishing at the same instant, 2 cores, four
-interleaved runs each): end of command -> transcript_final P50 13.1-15.9 s with this rule,
-16.0-21.8 s without it.
+interleaved runs): end of command -> transcript_final P50 13.1 and 14.9 s with this rule, 16.0
+and 21.8 s without it.
 """
 
 from __future__ import annotations
