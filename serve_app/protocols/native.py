@@ -11,9 +11,10 @@ import logging
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from serve_app.protocols import native_wire as wire
+from serve_app.protocols.ending import end_session
 from serve_app.session import events as ev
 from serve_app.session.engine import Session
 
@@ -189,17 +190,4 @@ class NativeAdapter:
             pass
         finally:
             # shielded: a server that cancels the handler on disconnect must not cut the final writes
-            await asyncio.shield(self._finish(engine, writer))
-
-    async def _finish(self, engine: asyncio.Task, writer: asyncio.Task) -> None:
-        self.session.submit(ev.Disconnected())
-        await asyncio.gather(engine, return_exceptions=True)
-        try:
-            await asyncio.wait_for(writer, timeout=5)
-        except Exception:  # noqa: BLE001 - the socket is gone; nothing left to deliver to
-            writer.cancel()
-        if self.websocket.application_state is WebSocketState.CONNECTED:
-            try:
-                await self.websocket.close()
-            except RuntimeError:
-                pass
+            await asyncio.shield(end_session(self.session, self.websocket, engine, writer))

@@ -13,8 +13,9 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from serve_app.protocols.ending import end_session
 from serve_app.protocols.openai_realtime import client_events as ce
 from serve_app.protocols.openai_realtime import server_events as se
 from serve_app.protocols.openai_realtime.audio import decode_base64, duration_ms, to_pcm16
@@ -353,20 +354,7 @@ class RealtimeAdapter:
         except WebSocketDisconnect:
             pass
         finally:
-            await asyncio.shield(self._finish(engine, writer))
-
-    async def _finish(self, engine: asyncio.Task, writer: asyncio.Task) -> None:
-        self.session.submit(ev.Disconnected())
-        await asyncio.gather(engine, return_exceptions=True)
-        try:
-            await asyncio.wait_for(writer, timeout=5)
-        except Exception:  # noqa: BLE001 - the socket is gone; nothing left to deliver to
-            writer.cancel()
-        if self.websocket.application_state is WebSocketState.CONNECTED:
-            try:
-                await self.websocket.close()
-            except (RuntimeError, WebSocketDisconnect):
-                pass
+            await asyncio.shield(end_session(self.session, self.websocket, engine, writer))
 
 
 def _check_item(item: Item) -> None:
