@@ -1,4 +1,5 @@
-"""Shared fixtures: the speech corpus from ../shared and the fake Ollama HTTP server."""
+"""Shared fixtures: the speech corpus from ../shared, the embedded models loaded once per run, and the
+fake Ollama HTTP server."""
 
 from __future__ import annotations
 
@@ -72,3 +73,18 @@ def fake_ollama():
     fake = server.start()
     yield fake
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def models():
+    """The embedded models in-process, loaded once for every session-engine and protocol test."""
+    from serve_app.clients.in_process import InProcessModels
+
+    return InProcessModels()
+
+
+@pytest.fixture(scope="session")
+def smart_turn_model():
+    from serve_app.session.smart_turn import SmartTurnModel
+
+    return SmartTurnModel()

@@ -13,7 +13,6 @@ import soxr
 from websockets.asyncio.client import connect as ws_connect
 
 from deployments.llm import LlmOptions
-from serve_app.clients.in_process import InProcessModels
 from serve_app.host import SessionHost
 from serve_app.protocols.openai_realtime.audio import MAX_DELTA_BYTES, delta_pieces, from_pcm16, to_pcm16
 from serve_app.protocols.openai_realtime.errors import ProtocolError
@@ -31,11 +30,6 @@ from tests.realtime_harness import (
 )
 from tests.session_harness import build_app, server_options
 from tests.text_normalise import normalise
-
-
-@pytest.fixture(scope="module")
-def models() -> InProcessModels:
-    return InProcessModels()
 
 
 def live(models, db, **options) -> LiveServer:

@@ -19,7 +19,6 @@ from PIL import Image, ImageDraw, ImageFont
 from deployments.llm import LlmOptions
 from serve_app.clients.in_process import InProcessModels
 from serve_app.host import SessionHost
-from serve_app.session.smart_turn import SmartTurnModel
 from serve_app.session.smart_turn_runner import SmartTurnRunner
 from tests.fake_ollama import FakeReply
 from tests.live_server import LiveServer
@@ -32,14 +31,6 @@ WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Get t
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 
 
-@pytest.fixture(scope="module")
-def models() -> InProcessModels:
-    return InProcessModels()
-
-
-@pytest.fixture(scope="module")
-def smart_turn_model() -> SmartTurnModel:
-    return SmartTurnModel()
 
 
 def live(models, db, smart_turn_model=None, **session) -> LiveServer:

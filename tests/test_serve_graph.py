@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import subprocess
 import sys
 import wave
@@ -14,7 +13,6 @@ import wave
 import httpx
 import numpy as np
 import pytest
-import ray
 from PIL import Image, ImageDraw, ImageFont
 from ray import serve
 from websockets.sync.client import connect
@@ -22,31 +20,16 @@ from websockets.sync.client import connect
 from deployments.errors import ModelInputError
 from deployments.llm import ChatDone, TextDelta
 from deployments.vad import FRAME_SAMPLES, VadRequest, initial_states
-from serve_app.serve_config import APP_NAME, deploy, load_serve_config, with_app_args
+from serve_app.serve_config import APP_NAME
 from tests.conftest import REPO_ROOT
+from tests.graph_harness import local_graph
 from tests.text_normalise import normalise
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory):
-    port = _free_port()
-    config = with_app_args(load_serve_config(REPO_ROOT / "configs" / "local.yaml"),
-                           server={"session": {"db_path": str(tmp_path_factory.mktemp("db") / "sessions.sqlite3")}})
-    config["http_options"]["port"] = port
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
-    try:
-        deploy(config)
+    with local_graph(tmp_path_factory.mktemp("db")) as port:
         yield {"port": port, "handle": lambda name: serve.get_deployment_handle(name, app_name=APP_NAME)}
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 def test_every_deployment_answers_through_its_handle(graph, clip_by_name):

@@ -17,23 +17,11 @@ from PIL import Image, ImageDraw, ImageFont
 from starlette.testclient import TestClient
 from websockets.sync.client import connect
 
-from serve_app.clients.in_process import InProcessModels
 from serve_app.host import SessionHost
-from serve_app.session.smart_turn import SmartTurnModel
 from serve_app.session.smart_turn_runner import SmartTurnRunner
 from tests.live_server import LiveServer
 from tests.session_harness import Conversation, build_app, server_options, stored_messages, stored_rows
 from tests.text_normalise import normalise
-
-
-@pytest.fixture(scope="module")
-def models() -> InProcessModels:
-    return InProcessModels()
-
-
-@pytest.fixture(scope="module")
-def smart_turn_model() -> SmartTurnModel:
-    return SmartTurnModel()
 
 
 def open_client(models, smart_turn_model, db_path, **session):

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from starlette.testclient import TestClient
 
 from deployments.llm import LlmOptions
 from deployments.vad import VadOptions
-from serve_app.clients.in_process import InProcessModels
 from serve_app.host import SessionHost
 from serve_app.session.smart_turn import DEFAULT_MODEL_PATH as SMART_TURN_ONNX
 from tests.fake_ollama import FakeReply
@@ -21,13 +19,8 @@ from tests.session_harness import Conversation, build_app, server_options, store
 from tests.text_normalise import normalise
 
 
-@pytest.fixture(scope="module")
-def base_models() -> InProcessModels:
-    return InProcessModels()
-
-
-def ollama_client(base_models, fake_ollama, tmp_path):
-    models = base_models.with_llm(LlmOptions(backend="ollama", ollama_host=fake_ollama.url, ollama_model="llama3.2"))
+def ollama_client(models, fake_ollama, tmp_path):
+    models = models.with_llm(LlmOptions(backend="ollama", ollama_host=fake_ollama.url, ollama_model="llama3.2"))
     host = SessionHost(models, server_options(tmp_path / "db.sqlite3", playback_lead_ms=60_000))
     return TestClient(build_app(host))
 
@@ -37,7 +30,7 @@ LAMP_TOOL = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"on": {"type": "boolean"}}, "required": ["on"]}}}
 
 
-def test_parallel_builtin_tools_then_a_client_tool_then_the_answer(base_models, fake_ollama, tmp_path):
+def test_parallel_builtin_tools_then_a_client_tool_then_the_answer(models, fake_ollama, tmp_path):
     fake_ollama.script(
         FakeReply(tool_calls=[
             {"function": {"name": "calculator", "arguments": {"expression": "12 * 7"}}},
@@ -46,7 +39,7 @@ def test_parallel_builtin_tools_then_a_client_tool_then_the_answer(base_models, 
         FakeReply(tool_calls=[{"function": {"name": "set_lamp", "arguments": {"on": True}}}]),
         FakeReply(content="Twelve times seven is 84, and the lamp is on."),
     )
-    with ollama_client(base_models, fake_ollama, tmp_path) as client, client.websocket_connect("/ws") as ws:
+    with ollama_client(models, fake_ollama, tmp_path) as client, client.websocket_connect("/ws") as ws:
         talk = Conversation(ws)
         talk.send({"type": "start_conversation", "config": {"tools": [LAMP_TOOL]}})
         session_id = talk.until("session_started")["sessionId"]
@@ -77,10 +70,10 @@ def test_parallel_builtin_tools_then_a_client_tool_then_the_answer(base_models, 
                                                         ("set_lamp", "ok")]
 
 
-def test_weather_without_a_configured_service_is_a_clear_tool_error(base_models, fake_ollama, tmp_path):
+def test_weather_without_a_configured_service_is_a_clear_tool_error(models, fake_ollama, tmp_path):
     fake_ollama.script(FakeReply(tool_calls=[{"function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]),
                        FakeReply(content="I cannot check the weather here."))
-    with ollama_client(base_models, fake_ollama, tmp_path) as client, client.websocket_connect("/ws") as ws:
+    with ollama_client(models, fake_ollama, tmp_path) as client, client.websocket_connect("/ws") as ws:
         talk = Conversation(ws)
         talk.send({"type": "start_conversation"})
         talk.send({"type": "user_message", "text": "Weather in Oslo?"})
@@ -89,10 +82,10 @@ def test_weather_without_a_configured_service_is_a_clear_tool_error(base_models,
     assert "not configured" in result["result"]["error"]
 
 
-def test_llm_failure_is_an_error_event_and_retry_turn_answers_the_same_question(base_models, fake_ollama,
+def test_llm_failure_is_an_error_event_and_retry_turn_answers_the_same_question(models, fake_ollama,
                                                                                 tmp_path):
     fake_ollama.script(FakeReply(status=500, error="model runner crashed"), FakeReply(content="Second time lucky."))
-    with ollama_client(base_models, fake_ollama, tmp_path) as client, client.websocket_connect("/ws") as ws:
+    with ollama_client(models, fake_ollama, tmp_path) as client, client.websocket_connect("/ws") as ws:
         talk = Conversation(ws)
         talk.send({"type": "start_conversation"})
         talk.send({"type": "user_message", "text": "Are you there?"})
@@ -106,8 +99,8 @@ def test_llm_failure_is_an_error_event_and_retry_turn_answers_the_same_question(
     assert asked == ["Are you there?", "Are you there?"]
 
 
-def test_unreachable_llm_server_is_an_error_and_the_session_survives(base_models, tmp_path):
-    models = base_models.with_llm(LlmOptions(backend="ollama", ollama_host="http://127.0.0.1:9"))
+def test_unreachable_llm_server_is_an_error_and_the_session_survives(models, tmp_path):
+    models = models.with_llm(LlmOptions(backend="ollama", ollama_host="http://127.0.0.1:9"))
     host = SessionHost(models, server_options(tmp_path / "db.sqlite3"))
     with TestClient(build_app(host)) as client, client.websocket_connect("/ws") as ws:
         talk = Conversation(ws)
@@ -120,9 +113,9 @@ def test_unreachable_llm_server_is_an_error_and_the_session_survives(base_models
     assert pong["t"] == "still here"
 
 
-def test_tts_failing_on_every_sentence_leaves_a_text_answer(base_models, tmp_path):
+def test_tts_failing_on_every_sentence_leaves_a_text_answer(models, tmp_path):
     """TTS down -> text only: the real Piper service refuses every sentence (a voice it does not have)."""
-    host = SessionHost(base_models, server_options(tmp_path / "db.sqlite3", playback_lead_ms=60_000))
+    host = SessionHost(models, server_options(tmp_path / "db.sqlite3", playback_lead_ms=60_000))
     with TestClient(build_app(host)) as client, client.websocket_connect("/ws") as ws:
         talk = Conversation(ws)
         talk.send({"type": "start_conversation", "config": {"voice": "nobody-at-all"}})
@@ -142,9 +135,9 @@ def test_tts_failing_on_every_sentence_leaves_a_text_answer(base_models, tmp_pat
     assert [r["role"] for r in rows] == ["user", "assistant"] and rows[1]["content"] == complete["fullText"]
 
 
-def test_vad_down_falls_back_to_energy_and_fixed_silence(base_models, tmp_path, clip_by_name):
+def test_vad_down_falls_back_to_energy_and_fixed_silence(models, tmp_path, clip_by_name):
     """VAD down -> energy and fixed-silence endpointing: the VAD service is given a model it cannot run."""
-    broken = base_models.with_vad(VadOptions(model_path=str(SMART_TURN_ONNX)))  # loads, then fails on every call
+    broken = models.with_vad(VadOptions(model_path=str(SMART_TURN_ONNX)))  # loads, then fails on every call
     host = SessionHost(broken, server_options(tmp_path / "db.sqlite3", playback_lead_ms=60_000))
     with TestClient(build_app(host)) as client, client.websocket_connect("/ws") as ws:
         talk = Conversation(ws)

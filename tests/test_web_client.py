@@ -13,7 +13,6 @@ import base64
 import contextlib
 import io
 import json
-import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,15 +20,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import ray
 import soundfile
 from PIL import Image, ImageDraw, ImageFont
 from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from ray import serve
 
-from serve_app.serve_config import APP_NAME, deploy, load_serve_config, with_app_args
+from serve_app.serve_config import APP_NAME
 from tests.conftest import REPO_ROOT
+from tests.graph_harness import local_graph
 from tests.text_normalise import normalise
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -50,28 +49,12 @@ STORYTELLER = ("You are a friendly storyteller. Answer every message with a long
                "sentences, whatever the question.")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory):
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/system_deps.sh (apt-get install chromium)")
-    port = _free_port()
-    session = {"db_path": str(tmp_path_factory.mktemp("db") / "sessions.sqlite3"), "instructions": STORYTELLER}
-    config = with_app_args(load_serve_config(REPO_ROOT / "configs" / "local.yaml"), server={"session": session})
-    config["http_options"]["port"] = port
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
-    try:
-        deploy(config)
+    with local_graph(tmp_path_factory.mktemp("db"), instructions=STORYTELLER) as port:
         yield f"http://127.0.0.1:{port}/"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
