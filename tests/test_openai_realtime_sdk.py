@@ -9,17 +9,16 @@ Ollama (SmolLM2-135M never chooses a tool by itself).
 from __future__ import annotations
 
 import base64
-import io
 import json
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
 
 from deployments.llm import LlmOptions
 from serve_app.clients.in_process import InProcessModels
 from serve_app.host import SessionHost
 from serve_app.session.smart_turn_runner import SmartTurnRunner
+from tests.drawn_text import text_png
 from tests.fake_ollama import FakeReply
 from tests.live_server import LiveServer
 from tests.realtime_harness import assert_answered, realtime, to_24k, with_silence
@@ -181,7 +180,7 @@ async def test_barge_in_cancels_the_reply_and_truncate_cuts_it_to_what_was_heard
 @pytest.mark.parametrize("shape", SHAPES)
 async def test_an_image_question_reaches_the_model_through_the_vision_service(shape, models, fake_ollama, tmp_path):
     fake_ollama.script(FakeReply(content="The sign says open sesame."))
-    image = _text_image("OPEN SESAME")
+    image = base64.b64encode(text_png("OPEN SESAME")).decode()
     with live(with_ollama(models, fake_ollama), tmp_path / "db.sqlite3", playback_lead_ms=60_000) as server:
         async with realtime(server.ws_url, shape) as rt:
             await rt.configure(modalities=["text"])
@@ -200,14 +199,6 @@ async def test_an_image_question_reaches_the_model_through_the_vision_service(sh
     messages = fake_ollama.requests[0]["messages"]
     assert any(m["role"] == "system" and "OPEN SESAME" in m["content"].upper() for m in messages)
     assert any(m["role"] == "user" and m["content"] == "What does the sign say?" for m in messages)
-
-
-def _text_image(text: str) -> str:
-    image = Image.new("RGB", (640, 200), "white")
-    ImageDraw.Draw(image).text((30, 60), text, fill="black", font=ImageFont.load_default(size=64))
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return base64.b64encode(out.getvalue()).decode()
 
 
 def _session_id(db) -> str:

@@ -4,7 +4,6 @@ and through a real WebSocket on the Serve proxy."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import wave
 import httpx
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
 from ray import serve
 from websockets.sync.client import connect
 
@@ -22,6 +20,7 @@ from deployments.llm import ChatDone, TextDelta
 from deployments.vad import FRAME_SAMPLES, VadRequest, initial_states
 from serve_app.serve_config import APP_NAME
 from tests.conftest import REPO_ROOT
+from tests.drawn_text import text_png
 from tests.graph_harness import local_graph
 from tests.text_normalise import normalise
 
@@ -43,11 +42,8 @@ def test_every_deployment_answers_through_its_handle(graph, clip_by_name):
             {"messages": [{"role": "user", "content": "Say hello to me."}], "max_tokens": 24})]
         chunks = [c async for c in graph["handle"]("TTS").options(stream=True).synthesize.remote(
             {"text": "Hello from the graph.", "sample_rate": 24000})]
-        image = Image.new("RGB", (480, 160), "white")
-        ImageDraw.Draw(image).text((20, 40), "RAY SERVE", fill="black", font=ImageFont.load_default(size=60))
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        description = await graph["handle"]("Vision").describe.remote(buffer.getvalue(), None)
+        image = text_png("RAY SERVE", size=(480, 160), at=(20, 40), font_size=60)
+        description = await graph["handle"]("Vision").describe.remote(image, None)
         return vad, text, events, chunks, description
 
     vad, text, events, chunks, description = asyncio.run(calls())

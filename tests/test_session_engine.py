@@ -7,18 +7,17 @@ SQLite holds afterwards.
 from __future__ import annotations
 
 import base64
-import io
 import json
 
 import numpy as np
 import pytest
 import soxr
-from PIL import Image, ImageDraw, ImageFont
 from starlette.testclient import TestClient
 from websockets.sync.client import connect
 
 from serve_app.host import SessionHost
 from serve_app.session.smart_turn_runner import SmartTurnRunner
+from tests.drawn_text import text_png
 from tests.live_server import LiveServer
 from tests.session_harness import Conversation, build_app, server_options, stored_messages, stored_rows
 from tests.text_normalise import normalise
@@ -166,14 +165,6 @@ def _recv_until(ws, kind: str, timeout: float = 120.0) -> list[dict]:
                 return frames
 
 
-def _text_image(text: str) -> bytes:
-    image = Image.new("RGB", (640, 200), "white")
-    ImageDraw.Draw(image).text((30, 60), text, fill="black", font=ImageFont.load_default(size=64))
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
-
-
 def test_image_description_joins_the_conversation(models, smart_turn_model, tmp_path):
     db = tmp_path / "db.sqlite3"
     with (
@@ -183,7 +174,7 @@ def test_image_description_joins_the_conversation(models, smart_turn_model, tmp_
         talk = Conversation(ws)
         session_id = start(talk)
         talk.send({"type": "upload_image", "image": "data:image/png;base64,"
-                   + base64.b64encode(_text_image("OPEN SESAME")).decode(), "prompt": "What does it say?"})
+                   + base64.b64encode(text_png("OPEN SESAME")).decode(), "prompt": "What does it say?"})
         result = talk.until("vision_result")
     assert "OPEN SESAME" in result["description"].upper()
     images = stored_rows(db, "images", session_id)

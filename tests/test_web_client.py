@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import io
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,13 +20,13 @@ import httpx
 import numpy as np
 import pytest
 import soundfile
-from PIL import Image, ImageDraw, ImageFont
 from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from ray import serve
 
 from serve_app.serve_config import APP_NAME
 from tests.conftest import REPO_ROOT
+from tests.drawn_text import text_png
 from tests.graph_harness import local_graph
 from tests.text_normalise import normalise
 
@@ -134,11 +133,7 @@ def page_state(page: Page) -> dict:
 
 
 def picture(text: str) -> bytes:
-    image = Image.new("RGB", (520, 160), "white")
-    ImageDraw.Draw(image).text((20, 45), text, fill="black", font=ImageFont.load_default(size=56))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return text_png(text, size=(520, 160), at=(20, 45), font_size=56)
 
 
 def test_the_ingress_serves_the_page_and_only_its_assets(graph):
