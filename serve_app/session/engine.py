@@ -81,9 +81,9 @@ logger = logging.getLogger(__name__)
 class Session(SessionLifecycle, Listening, Answering, Images, ConversationEdits):
     def __init__(self, services: ModelServices, store: SessionStore, options: SessionOptions, *,
                  vad_ticker: VadTicker | None, smart_turn: SmartTurnRunner | None,
-                 registry: dict[str, Session] | None = None, stt_load: TranscriptionLoad | None = None) -> None:
+                 stt_load: TranscriptionLoad, registry: dict[str, Session] | None = None) -> None:
         self.services, self.store, self.options = services, store, options
-        self.stt_load = stt_load if stt_load is not None else TranscriptionLoad()  # shared by the host's sessions
+        self.stt_load = stt_load  # shared by the host's sessions
         self.registry = registry if registry is not None else {}
         self.closed = asyncio.Event()
         self.vad_ticker, self.smart_turn = vad_ticker, smart_turn
