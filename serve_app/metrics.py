@@ -11,6 +11,9 @@ _TURN_SPANS = {
     "transcript": ("speech_end_at", "transcript_at"),
     "first_token": ("speech_end_at", "first_token_at"),
     "first_audio": ("speech_end_at", "first_audio_at"),
+    "turn_end": ("speech_end_at", "turn_end_at"),
+    "transcript_to_first_token": ("transcript_at", "first_token_at"),
+    "first_token_to_first_audio": ("first_token_at", "first_audio_at"),
     "barge_in_stop": ("barge_in_at", "stopped_at"),
 }
 
@@ -23,6 +26,12 @@ class TurnMetrics:
                                  "Per-turn latency from end of speech (or barge-in onset)", ["span"],
                                  buckets=_LATENCY_BUCKETS)
         self.turns = Counter("openrealtime_turns_total", "Turns answered", ["outcome"])
+        self.speculation = Counter("openrealtime_speculative_turns_total",
+                                   "Speculative turn ends: started, transcript/answer used, cancelled (why)",
+                                   ["outcome"])
+        self.prompt_tokens = Counter("openrealtime_llm_prompt_tokens_total",
+                                     "Prompt tokens of turn replies: evaluated, or cached (KV prefix reused)",
+                                     ["kind"])
 
     def observe(self, times: dict[str, float]) -> None:
         for span, (start, end) in _TURN_SPANS.items():

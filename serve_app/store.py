@@ -24,7 +24,9 @@ ROLES = ("user", "assistant", "system", "tool")
 MESSAGE_STATUSES = ("complete", "interrupted", "streaming")
 TOOL_CALL_STATUSES = ("pending", "ok", "error")
 TURN_COLUMNS = ("speech_end_at", "transcript_at", "first_token_at", "first_audio_at", "barge_in_at",
-                "stopped_at", "interrupted")
+                "stopped_at", "interrupted", "turn_end_at", "prompt_tokens", "cached_tokens")
+# columns added after the first release, with their types: added to older database files on open
+_ADDED_TURN_COLUMNS = {"turn_end_at": "REAL", "prompt_tokens": "INTEGER", "cached_tokens": "INTEGER"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -46,6 +48,9 @@ CREATE TABLE IF NOT EXISTS turns (
     barge_in_at REAL,
     stopped_at REAL,
     interrupted INTEGER NOT NULL DEFAULT 0,
+    turn_end_at REAL,
+    prompt_tokens INTEGER,
+    cached_tokens INTEGER,
     UNIQUE (session_id, turn_index)
 );
 CREATE TABLE IF NOT EXISTS messages (
@@ -153,6 +158,9 @@ class TurnTimings:
     barge_in_at: float | None
     stopped_at: float | None
     interrupted: bool
+    turn_end_at: float | None = None  # when the turn was decided over (speech_end_at: when speech stopped)
+    prompt_tokens: int | None = None  # the reply's prompt, all LLM rounds
+    cached_tokens: int | None = None  # of those, served from the KV cache instead of evaluated
 
 
 class SessionStore:
@@ -174,6 +182,7 @@ class SessionStore:
                 await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA foreign_keys=ON")
             await db.executescript(SCHEMA)
+            await _add_missing_columns(db, "turns", _ADDED_TURN_COLUMNS)
             await db.commit()
         except BaseException:
             await db.close()
@@ -423,3 +432,12 @@ def _message(row: aiosqlite.Row) -> StoredMessage:
     tool_calls = json.loads(row["tool_calls_json"]) if row["tool_calls_json"] is not None else None
     return StoredMessage(row["id"], row["session_id"], row["role"], row["content"], row["status"],
                          row["full_content"], tool_calls, row["tool_call_id"], row["turn_id"], row["created_at"])
+
+
+async def _add_missing_columns(db: aiosqlite.Connection, table: str, columns: dict[str, str]) -> None:
+    """Bring a database file written by an older release up to the current schema."""
+    async with db.execute(f"PRAGMA table_info({table})") as cursor:
+        present = {row[1] for row in await cursor.fetchall()}
+    for name, kind in columns.items():
+        if name not in present:
+            await db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")

@@ -174,7 +174,7 @@ BAD_REQUESTS = [
     ({"messages": PARIS, "model": "gpt-9"}, "unknown_model"),
     ({"messages": PARIS, "tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "fly"}}},
      "unknown_tool"),
-    ({"messages": [{"role": "user", "content": "word " * 3000}]}, "context_length_exceeded"),
+    ({"messages": [{"role": "user", "content": "word " * 6000}]}, "context_length_exceeded"),
 ]
 
 

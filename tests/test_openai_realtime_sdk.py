@@ -144,7 +144,7 @@ async def test_barge_in_cancels_the_reply_and_truncate_cuts_it_to_what_was_heard
                                                                                 tmp_path, clip_by_name):
     interruption = to_24k(clip_by_name("jfk_inaugural_ask_not.wav").pcm16())
     db = tmp_path / "db.sqlite3"
-    with live(models, db, smart_turn_model, playback_lead_ms=300, max_response_tokens=80) as server:
+    with live(models, db, smart_turn_model, playback_lead_ms=300, spoken_reply_tokens=80) as server:
         async with realtime(server.ws_url, shape) as rt:
             await rt.configure(instructions="Tell a long story about the sea. Never stop early.")
             await rt.say("Please tell me a long story about a ship at sea.")

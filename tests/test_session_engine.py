@@ -94,7 +94,7 @@ def test_barge_in_cuts_stored_reply_to_heard_text_and_no_audio_follows_stop(mode
     interruption = clip_by_name("jfk_inaugural_ask_not.wav")
     db = tmp_path / "db.sqlite3"
     with (
-        open_client(models, smart_turn_model, db, playback_lead_ms=300, max_response_tokens=80) as client,
+        open_client(models, smart_turn_model, db, playback_lead_ms=300, spoken_reply_tokens=80) as client,
         client.websocket_connect("/ws") as ws,
     ):
         talk = Conversation(ws)
@@ -126,7 +126,7 @@ def test_barge_in_cuts_stored_reply_to_heard_text_and_no_audio_follows_stop(mode
 def test_resume_after_disconnect_mid_answer_shows_the_stored_history(models, smart_turn_model, tmp_path):
     """A real server and a real client: the socket drops mid-answer, a new socket resumes."""
     db = tmp_path / "db.sqlite3"
-    host = SessionHost(models, server_options(db, playback_lead_ms=300, max_response_tokens=80),
+    host = SessionHost(models, server_options(db, playback_lead_ms=300, spoken_reply_tokens=80),
                        SmartTurnRunner(smart_turn_model))
     seen_tokens = ""
     with LiveServer(build_app(host)) as server:
@@ -243,3 +243,24 @@ def test_api_key_is_required_when_configured(models, smart_turn_model, tmp_path)
             talk.send({"type": "ping", "t": 1})
             assert talk.until("pong")["t"] == 1
     assert closed["type"] == "websocket.close" and closed["code"] == 1008
+
+
+def test_music_and_noise_played_over_the_reply_do_not_interrupt_it(models, smart_turn_model, tmp_path, clip_by_name):
+    noises = ["nonspeech_music_brahms_hungarian_dance5.wav", "nonspeech_pink_noise_4s.wav",
+              "nonspeech_tone_clicks_silence.wav", "nonspeech_background_noise_1s.wav"]
+    noise = np.concatenate([clip_by_name(name).pcm16() for name in noises])
+    with (
+        open_client(models, smart_turn_model, tmp_path / "db.sqlite3", playback_lead_ms=300,
+                    spoken_reply_tokens=120) as client,
+        client.websocket_connect("/ws") as ws,
+    ):
+        talk = Conversation(ws)
+        start(talk, instructions="Tell a long story about the sea. Never stop early.")
+        talk.send({"type": "user_message", "text": "Please tell me a long story about a ship at sea."})
+        talk.until("audio_chunk")
+        talk.send_audio(noise)  # 15.5 s of music, noise and clicks while the reply plays
+        talk.until("audio_complete", timeout=180)
+        talk.send({"type": "ping", "t": 1})
+        talk.until("pong")
+    assert "interrupted" not in talk.types() and "stop_speaking" not in talk.types()
+    assert "speech_started" not in talk.types()

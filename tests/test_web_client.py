@@ -52,7 +52,7 @@ STORYTELLER = ("You are a friendly storyteller. Answer every message with a long
 def graph(tmp_path_factory):
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/system_deps.sh (apt-get install chromium)")
-    with local_graph(tmp_path_factory.mktemp("db"), instructions=STORYTELLER) as port:
+    with local_graph(tmp_path_factory.mktemp("db"), instructions=STORYTELLER, spoken_reply_tokens=120) as port:
         yield f"http://127.0.0.1:{port}/"
 
 

@@ -34,48 +34,75 @@ class Answering:
         if not text:
             self.error("user_message text is empty", "session", "empty_message")
             return
+        await self._drop_speculation("user_text")
         if self.response is not None:
             await self._barge_in("manual")
         self._turn_times = {"transcript_at": time.time()}
         await self._user_turn(text)
 
-    async def _user_turn(self, text: str, message_id: str = "", respond: bool = True) -> None:
+    async def _user_turn(self, text: str, message_id: str = "", respond: bool = True,
+                         draft: Response | None = None) -> None:
+        """The user's words join the conversation; ``draft`` is an answer started on them already."""
         self.turn_id = await self.store.start_turn(self.session_id)
         await self.store.add_message(self.session_id, "user", text, turn_id=self.turn_id)
         self.context.add(ChatMessage(role="user", content=text), message_id)
         self.emit(TranscriptFinal(text, message_id))
         self._pending = PendingInput("llm")
+        if draft is not None and respond and self._queued is None and draft.generation == self.generation + 1:
+            await self._adopt(draft)
+            return
+        if draft is not None:
+            await draft.cancel()
         if respond or self._queued is not None:
             request, self._queued = self._queued, None
             await self._respond(request)
         else:
             await self._set_state(State.LISTENING)
 
+    def _draft_response(self, text: str, host) -> Response:
+        """An answer to words not yet committed as a turn, with its output held by ``host``."""
+        settings = self._settings(None)
+        history = self.context.for_llm(settings.instructions, pending=ChatMessage(role="user", content=text))
+        return Response(self.generation + 1, host, self.services, self.tools, history, settings,
+                        on_done=self._response_done, message_id=new_message_id())
+
+    async def _adopt(self, draft: Response) -> None:
+        """A released draft becomes the response, as if ``_respond`` had started it."""
+        self.generation = draft.generation
+        await self._set_state(State.THINKING)
+        self.emit(ResponseStarted(None, draft.message_id), self.generation)
+        self.response = draft
+
     async def _respond(self, request: CreateResponse | None = None) -> None:
         self.generation += 1
         await self._set_state(State.THINKING)
-        once = (request.overrides if request else None) or ResponseOverrides()
-        instructions = once.instructions or self.config.instructions or self.options.instructions
-        settings = ResponseSettings(
-            instructions=instructions,
-            output_rate=self.config.output_sample_rate,
-            voice=once.voice or self.config.voice,
-            max_tokens=once.max_tokens or self.replies.max_tokens or self.options.max_response_tokens,
-            temperature=self.options.temperature,
-            max_tool_rounds=self.options.max_tool_rounds,
-            playback_lead_ms=self.options.playback_lead_ms,
-            client_tool_timeout_s=self.options.client_tool_timeout_s,
-            client_tools=once.tools if once.tools is not None else self.config.tools,
-            speak=once.speak if once.speak is not None else self.replies.speak,
-            builtin_tools=self.replies.builtin_tools,
-            end_on_client_tool=self.replies.end_on_client_tool,
-            tool_choice=once.tool_choice or self.replies.tool_choice,
-        )
+        settings = self._settings(request)
         history = self.context.for_llm(settings.instructions)
         tag, message_id = (request.tag if request else None), new_message_id()
         self.emit(ResponseStarted(tag, message_id), self.generation)
         self.response = Response(self.generation, self, self.services, self.tools, history, settings,
                                  on_done=self._response_done, tag=tag, message_id=message_id)
+
+    def _settings(self, request: CreateResponse | None) -> ResponseSettings:
+        once = (request.overrides if request else None) or ResponseOverrides()
+        instructions = once.instructions or self.config.instructions or self.options.instructions
+        speak = once.speak if once.speak is not None else self.replies.speak
+        default_tokens = self.options.spoken_reply_tokens if speak else self.options.max_response_tokens
+        return ResponseSettings(
+            instructions=instructions,
+            output_rate=self.config.output_sample_rate,
+            voice=once.voice or self.config.voice,
+            max_tokens=once.max_tokens or self.replies.max_tokens or default_tokens,
+            temperature=self.options.temperature,
+            max_tool_rounds=self.options.max_tool_rounds,
+            playback_lead_ms=self.options.playback_lead_ms,
+            client_tool_timeout_s=self.options.client_tool_timeout_s,
+            client_tools=once.tools if once.tools is not None else self.config.tools,
+            speak=speak,
+            builtin_tools=self.replies.builtin_tools,
+            end_on_client_tool=self.replies.end_on_client_tool,
+            tool_choice=once.tool_choice or self.replies.tool_choice,
+        )
 
     async def _on_create_response(self, request: CreateResponse) -> None:
         if self.response is not None or self._queued is not None:
@@ -170,8 +197,11 @@ class Answering:
         if response.first_token_at:
             times["first_token_at"] = response.first_token_at
         if self.turn_id is not None:
-            await self.store.record_turn(self.turn_id, interrupted=interrupted, **times)
+            await self.store.record_turn(self.turn_id, interrupted=interrupted, prompt_tokens=response.input_tokens,
+                                         cached_tokens=response.cached_tokens, **times)
         TURN_METRICS.observe(times)
+        TURN_METRICS.prompt_tokens.labels(kind="cached").inc(response.cached_tokens)
+        TURN_METRICS.prompt_tokens.labels(kind="evaluated").inc(response.input_tokens - response.cached_tokens)
 
     async def _retry(self) -> None:
         pending = self._pending

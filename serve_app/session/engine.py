@@ -70,6 +70,7 @@ from serve_app.session.outbox import Outbox
 from serve_app.session.policy import ReplyPolicy, TurnPolicy
 from serve_app.session.response import Response
 from serve_app.session.smart_turn_runner import SmartTurnRunner
+from serve_app.session.speculation import SpeculativeTurn
 from serve_app.session.tools import BuiltinTools
 from serve_app.session.transcription_load import TranscriptionLoad
 from serve_app.session.turn_detection import TurnDetector
@@ -116,6 +117,9 @@ class Session(SessionLifecycle, Listening, Answering, Images, ConversationEdits)
         self._partial_in_flight = False
         self._last_partial_at = 0
         self._pending: PendingInput | None = None
+        self._speculation: SpeculativeTurn | None = None  # the utterance up to the current pause, answered early
+        self._partial_anchor = 0  # partial transcripts decode from here (timeline position) ...
+        self._partial_prefix = ""  # ... and put this text, already transcribed, before theirs
         self._helpers: set[asyncio.Task] = set()
 
     # ---- plumbing ---------------------------------------------------------------------------
@@ -132,10 +136,11 @@ class Session(SessionLifecycle, Listening, Answering, Images, ConversationEdits)
         TURN_METRICS.errors.labels(phase=phase, code=code).inc()
         self.emit(ErrorEvent(message, phase, code, ref=ref))
 
-    def _spawn(self, coroutine) -> None:
+    def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._helpers.add(task)
         task.add_done_callback(self._helpers.discard)
+        return task
 
     async def _set_state(self, state: State) -> None:
         if state is self.state:
@@ -220,6 +225,7 @@ class Session(SessionLifecycle, Listening, Answering, Images, ConversationEdits)
         elif isinstance(message, CommitAudio):
             await self._commit_audio(message.message_id)
         elif isinstance(message, ClearAudio):
+            await self._drop_speculation("audio_cleared")
             self._buffer_start = self._timeline.end
             self._detector.reset()
         elif isinstance(message, CreateResponse):

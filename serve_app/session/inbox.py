@@ -28,6 +28,8 @@ class Transcribed:
     result: Any  # Transcription | ServiceError
     partial: bool
     message_id: str = ""
+    speculative: Any = None  # the SpeculativeTurn it was asked for, if any
+    partial_span: tuple[int, int] | None = None  # a partial's audio, as timeline positions
 
 
 @dataclass

@@ -92,11 +92,13 @@ class SessionLifecycle:
         self._detector.reset()
 
     async def _stop(self) -> None:
+        await self._drop_speculation("stopped")
         if self.response is not None:
             await self._barge_in("manual")
         await self._set_state(State.IDLE)
 
     async def _on_disconnect(self) -> None:
+        await self._drop_speculation("disconnected")
         if self.response is not None:
             await self._cancel_response(reason=None)
         if self._vad_stream is not None:

@@ -11,6 +11,7 @@ import numpy as np
 from deployments.llm import ChatMessage
 from serve_app.clients.models import ServiceError
 from serve_app.clients.vad_ticker import VadFrames
+from serve_app.metrics import TURN_METRICS
 from serve_app.session.audio_input import SAMPLE_RATE, AudioFormatError
 from serve_app.session.events import (
     AudioIn,
@@ -23,9 +24,20 @@ from serve_app.session.events import (
     UserAudioCommitted,
 )
 from serve_app.session.inbox import PendingInput, Transcribed, Verdict, new_message_id
-from serve_app.session.turn_detection import Onset, OnsetLost, PauseCheck, SpeechConfirmed, TurnEnded
+from serve_app.session.speculation import HeldHost, SpeculativeTurn
+from serve_app.session.turn_detection import (
+    Onset,
+    OnsetLost,
+    PauseCheck,
+    PossibleTurnEnd,
+    SpeechConfirmed,
+    SpeechResumed,
+    TurnEnded,
+)
 
 logger = logging.getLogger(__name__)
+
+PARTIAL_WINDOW_S = 6  # a partial covering this much audio is frozen and the next one starts after it
 
 
 class Listening:
@@ -68,14 +80,77 @@ class Listening:
                 self._utterance += 1
                 self._utterance_id = new_message_id()
                 self._last_partial_at = signal.start_sample
+                self._partial_anchor, self._partial_prefix = self._utterance_start(signal.start_sample), ""
                 self.emit(SpeechStarted(signal.start_sample * 1000 // SAMPLE_RATE, self._utterance_id))
                 if self.turns.interrupt and (self.response is not None
                                              or self.state in (State.TRANSCRIBING, State.THINKING)):
                     await self._barge_in("user_speech")
+            elif isinstance(signal, PossibleTurnEnd):
+                self._speculate(signal)
             elif isinstance(signal, PauseCheck):
                 self._ask_end_of_turn(signal)
+            elif isinstance(signal, SpeechResumed):
+                await self._drop_speculation("speech_resumed")
             elif isinstance(signal, TurnEnded):
                 await self._end_turn(signal)
+
+    # ---- speculative turn end (serve_app/session/speculation.py) ------------------------------
+
+    def _speculate(self, check: PossibleTurnEnd) -> None:
+        """Transcribe the utterance so far while the end-of-turn model decides."""
+        if not (self.options.speculative_turns and self.turns.auto_respond) or self.response is not None:
+            return
+        start = self._utterance_start(self._detector.speech_start)
+        spec = SpeculativeTurn(check.pause_id, self._detector.speech_start, check.end_sample, self._utterance_id)
+        audio = self._timeline.slice(start, check.end_sample)
+        spec.transcription = self._spawn(self._transcribe(self._utterance, audio, partial=False,
+                                                          message_id=spec.message_id, speculative=spec))
+        self._speculation = spec
+        TURN_METRICS.speculation.labels(outcome="started").inc()
+
+    async def _drop_speculation(self, reason: str) -> None:
+        spec, self._speculation = self._speculation, None
+        if spec is not None and not spec.committed:
+            await spec.cancel(reason)
+
+    async def _on_speculative_transcript(self, spec: SpeculativeTurn, result: Any) -> None:
+        spec.result, spec.transcript_at = result, time.time()
+        if spec.committed:  # the turn ended before its transcript was back: it is the final one now
+            self._speculation = None
+            self._transcribing.discard(spec.message_id)
+            self._turn_times["transcript_at"] = spec.transcript_at
+            try:
+                await self._on_final_transcript(Transcribed(self._utterance, result, False, spec.message_id))
+            finally:
+                await self._start_queued()
+            return
+        if isinstance(result, ServiceError) or not result.text.strip():
+            return
+        text = result.text.strip()
+        self._partial_anchor, self._partial_prefix = spec.end_sample, text  # partials go on from here
+        if self.response is None and self._queued is None:
+            spec.host = HeldHost(self)
+            spec.draft = self._draft_response(text, spec.host)
+
+    async def _commit_speculation(self, spec: SpeculativeTurn) -> None:
+        """The turn ended at the speculated pause: its transcript (and draft) become the turn's."""
+        spec.committed = True
+        self._pending = PendingInput("stt", self._timeline.slice(self._utterance_start(spec.start_sample),
+                                                                    spec.end_sample))
+        if not spec.transcribed:
+            self._transcribing.add(spec.message_id)
+            await self._set_state(State.TRANSCRIBING)
+            return  # _on_speculative_transcript continues
+        self._speculation = None
+        result = spec.result
+        if isinstance(result, ServiceError) or not result.text.strip():
+            await self._set_state(State.TRANSCRIBING)
+            await self._on_final_transcript(Transcribed(self._utterance, result, False, spec.message_id))
+            return
+        self._turn_times["transcript_at"] = spec.transcript_at
+        TURN_METRICS.speculation.labels(outcome="transcript_used").inc()
+        await self._set_state(State.TRANSCRIBING)  # already done, but every turn passes through it
+        await self._user_turn(result.text.strip(), spec.message_id, draft=spec.take_draft())
 
     def _ask_end_of_turn(self, check: PauseCheck) -> None:
         audio = self._timeline.slice(self._detector.speech_start, check.end_sample)
@@ -91,6 +166,8 @@ class Listening:
         self._spawn(ask())
 
     def _maybe_partial(self, position: int) -> None:
+        """A partial decodes only the audio since its anchor (the last speculative transcript, or the
+        last long partial), so its cost stays flat however long the user talks."""
         wanted = self.options.partial_transcripts and self.turns.partial_transcripts
         if not (wanted and self._detector.in_speech) or self._partial_in_flight:
             return
@@ -100,8 +177,9 @@ class Listening:
             return
         self._last_partial_at = position
         self._partial_in_flight = True
-        audio = self._timeline.slice(self._utterance_start(self._detector.speech_start), position)
-        self._spawn(self._transcribe(self._utterance, audio, partial=True))
+        anchor = max(self._partial_anchor, self._utterance_start(self._detector.speech_start))
+        audio = self._timeline.slice(anchor, position)
+        self._spawn(self._transcribe(self._utterance, audio, partial=True, partial_span=(anchor, position)))
 
     def _utterance_start(self, speech_start: int) -> int:
         return max(self._buffer_start, speech_start - self.turn_options.prefix_padding_ms * SAMPLE_RATE // 1000)
@@ -110,11 +188,21 @@ class Listening:
         self.emit(SpeechStopped(ended.end_sample * 1000 // SAMPLE_RATE, self._utterance_id))
         start = self._utterance_start(ended.start_sample)
         self._buffer_start = ended.end_sample
-        self._turn_times = {"speech_end_at": time.time()}
+        # audio arrives in real time: the speech ended as long ago as the audio after it lasts
+        spoken_end = time.time() - (self._timeline.end - ended.end_sample) / SAMPLE_RATE
+        self._turn_times = {"speech_end_at": spoken_end, "turn_end_at": time.time()}
+        spec = self._speculation
+        if spec is not None and spec.matches(ended.start_sample, ended.end_sample):
+            self.emit(UserAudioCommitted(spec.message_id, start * 1000 // SAMPLE_RATE,
+                                         ended.end_sample * 1000 // SAMPLE_RATE))
+            await self._commit_speculation(spec)
+            return
+        await self._drop_speculation("turn_ended_elsewhere")
         await self._committed(self._utterance_id, start, ended.end_sample)
 
     async def _commit_audio(self, message_id: str | None) -> None:
         """The client ends the turn: everything since the last turn is the user's message."""
+        await self._drop_speculation("manual_commit")
         if self._detector.in_speech:
             self.emit(SpeechStopped(self._timeline.end * 1000 // SAMPLE_RATE, self._utterance_id))
             message_id = message_id or self._utterance_id
@@ -137,20 +225,30 @@ class Listening:
         self._transcribing.add(message_id)
         self._spawn(self._transcribe(self._utterance, audio, partial=False, message_id=message_id))
 
-    async def _transcribe(self, utterance: int, audio: np.ndarray, partial: bool, message_id: str = "") -> None:
+    async def _transcribe(self, utterance: int, audio: np.ndarray, partial: bool, message_id: str = "",
+                          speculative: SpeculativeTurn | None = None,
+                          partial_span: tuple[int, int] | None = None) -> None:
         try:
             with self.stt_load.in_flight(partial):
                 result: Any = await self.services.transcribe(audio)
         except ServiceError as error:
             result = error
-        self.submit(Transcribed(utterance, result, partial, message_id))
+        self.submit(Transcribed(utterance, result, partial, message_id, speculative, partial_span))
 
     async def _on_transcribed(self, message: Transcribed) -> None:
+        if message.speculative is not None:
+            if message.speculative is self._speculation:
+                await self._on_speculative_transcript(message.speculative, message.result)
+            return  # a pause the user talked through
         if message.partial:
             self._partial_in_flight = False
             if (message.utterance == self._utterance and self._detector.in_speech
                     and not isinstance(message.result, ServiceError) and message.result.text):
-                self.emit(TranscriptPartial(message.result.text))
+                text = " ".join(t for t in (self._partial_prefix, message.result.text.strip()) if t)
+                anchor, end = message.partial_span
+                if anchor == self._partial_anchor and (end - anchor) >= PARTIAL_WINDOW_S * SAMPLE_RATE:
+                    self._partial_anchor, self._partial_prefix = end, text  # long enough: freeze it
+                self.emit(TranscriptPartial(text))
             return
         self._transcribing.discard(message.message_id)
         try:

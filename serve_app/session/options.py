@@ -17,14 +17,21 @@ class TurnDetectionOptions(BaseModel):
     smart_turn: bool = Field(True, description="use the Smart Turn v3.2 end-of-turn model")
     smart_turn_model_path: str | None = Field(None, description="default: .models/smart-turn-v3.2-cpu.onnx")
     smart_turn_check_after_ms: int = Field(200, ge=0, description="pause after which the model is asked")
+    speculate_after_ms: int = Field(
+        96, ge=0, description="pause after which the utterance so far is transcribed and answered, held back "
+        "until the turn ends there (SessionOptions.speculative_turns)")
     smart_turn_threshold: float = Field(0.5, ge=0, le=1, description="completion probability that ends the turn")
     max_silence_ms: int = Field(2000, ge=0, description="an unfinished sentence ends after this much silence anyway")
     max_utterance_s: float = Field(60.0, gt=0, description="a turn this long is ended and transcribed")
 
 
 class BargeInOptions(BaseModel):
-    threshold: float = Field(0.6, ge=0, le=1, description="stricter than listening: the assistant's own echo must not trip it")
-    min_speech_ms: int = Field(250, ge=0, description="speech needed to confirm a barge-in; shorter resumes playback")
+    """Talking over the assistant: playback pauses on the first frame of speech and stops for good
+    once ``min_speech_ms`` of speech above ``threshold`` confirm it; anything shorter (a click, a
+    cough, an echo burst) resumes playback where it paused."""
+
+    threshold: float = Field(0.7, ge=0, le=1, description="stricter than listening: the assistant's own echo must not trip it")
+    min_speech_ms: int = Field(128, ge=0, description="speech needed to confirm a barge-in; shorter resumes playback")
 
 
 class SessionOptions(BaseModel):
@@ -35,9 +42,14 @@ class SessionOptions(BaseModel):
     )
     turn_detection: TurnDetectionOptions = Field(default_factory=TurnDetectionOptions)
     barge_in: BargeInOptions = Field(default_factory=BargeInOptions)
-    context_turns: int = Field(8, ge=1, description="user turns (with their answers) sent to the LLM")
-    context_max_chars: int = Field(5000, ge=200, description="character budget for the LLM history; oldest turns dropped first")
-    max_response_tokens: int = Field(120, ge=1, le=4096)
+    context_turns: int = Field(16, ge=1, description="most user turns (with their answers) sent to the LLM; trimmed to half at once")
+    context_max_chars: int = Field(6000, ge=200, description="character budget for the LLM history; trimmed to half at once, oldest first")
+    max_response_tokens: int = Field(120, ge=1, le=4096, description="token budget of a text-only reply")
+    spoken_reply_tokens: int = Field(
+        48, ge=1, le=4096, description="token budget of a spoken reply (a sentence or two); a client's own "
+        "max_output_tokens wins")
+    speculative_turns: bool = Field(
+        True, description="at the first pause, transcribe and draft the answer while the end-of-turn model decides")
     temperature: float = Field(0.6, ge=0, le=2)
     max_tool_rounds: int = Field(3, ge=1, description="LLM -> tools -> LLM loops per turn")
     client_tool_timeout_s: float = Field(30.0, gt=0)

@@ -96,6 +96,7 @@ class Response:
         self.tts_failed = False
         self.deferred_calls: list[ToolCall] = []  # client calls left for the client (end_on_client_tool)
         self.input_tokens = self.output_tokens = 0
+        self.cached_tokens = 0  # of input_tokens, read from the LLM's KV cache
         self.finish_reason: str | None = None
         self._paused = asyncio.Event()
         self._paused.set()  # set = playing
@@ -228,6 +229,7 @@ class Response:
                 calls.append(event.call)
             elif isinstance(event, ChatDone):
                 self.input_tokens += event.prompt_tokens
+                self.cached_tokens += event.cached_tokens
                 self.output_tokens += event.completion_tokens
                 self.finish_reason = event.finish_reason
                 break

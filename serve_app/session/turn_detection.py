@@ -36,11 +36,26 @@ class SpeechConfirmed:
 
 
 @dataclass
+class PossibleTurnEnd:
+    """Speech paused long enough that the turn may end here: work on an answer can start."""
+
+    pause_id: int
+    end_sample: int
+
+
+@dataclass
 class PauseCheck:
     """Speech paused long enough to ask the end-of-turn model about audio up to end_sample."""
 
     pause_id: int
     end_sample: int
+
+
+@dataclass
+class SpeechResumed:
+    """Speech came back during a pause: the turn goes on (a speculative answer to it is void)."""
+
+    pause_id: int
 
 
 @dataclass
@@ -50,7 +65,7 @@ class TurnEnded:
     reason: str  # smart_turn | silence | max_silence | max_length
 
 
-Signal = Onset | OnsetLost | SpeechConfirmed | PauseCheck | TurnEnded
+Signal = Onset | OnsetLost | SpeechConfirmed | PossibleTurnEnd | PauseCheck | SpeechResumed | TurnEnded
 
 
 class _Phase(Enum):
@@ -75,6 +90,7 @@ class TurnDetector:
         self._silence_frames = 0
         self._pause_id = 0
         self._asked = False
+        self._flagged = False  # PossibleTurnEnd sent for this pause
         self._model_verdict: bool | None = None  # None: not answered (or unavailable)
         self._model_failed = False
 
@@ -117,13 +133,13 @@ class TurnDetector:
             if is_silence:
                 self._phase, self._pause_start, self._silence_frames = _Phase.PAUSE, frame_start, 1
                 self._pause_id += 1
-                self._asked, self._model_verdict, self._model_failed = False, None, False
+                self._asked, self._flagged, self._model_verdict, self._model_failed = False, False, None, False
                 return self._pause_decision()
             return []
         # PAUSE
         if is_speech:
             self._phase = _Phase.SPEAKING
-            return []
+            return [SpeechResumed(self._pause_id)]
         self._silence_frames += 1
         if self._too_long(frame_end):
             return [self._end(self._pause_start, "max_length")]
@@ -150,18 +166,22 @@ class TurnDetector:
 
     def _pause_decision(self) -> list[Signal]:
         silence_ms = self._silence_frames * FRAME_MS
+        signals: list[Signal] = []
+        if not self._flagged and silence_ms >= self.options.speculate_after_ms:
+            self._flagged = True
+            signals.append(PossibleTurnEnd(self._pause_id, self._pause_start))
         if not self.smart_turn or self._model_failed:
             if silence_ms >= self.options.min_silence_ms:
-                return [self._end(self._pause_start, "silence")]
-            return []
+                signals.append(self._end(self._pause_start, "silence"))
+            return signals
         if self._model_verdict is True:
-            return [self._end(self._pause_start, "smart_turn")]
+            return [*signals, self._end(self._pause_start, "smart_turn")]
         if silence_ms >= self.options.max_silence_ms:
-            return [self._end(self._pause_start, "max_silence")]
+            return [*signals, self._end(self._pause_start, "max_silence")]
         if not self._asked and silence_ms >= self.options.smart_turn_check_after_ms:
             self._asked = True
-            return [PauseCheck(self._pause_id, self._pause_start)]
-        return []
+            signals.append(PauseCheck(self._pause_id, self._pause_start))
+        return signals
 
     def _end(self, end_sample: int, reason: str) -> TurnEnded:
         start = self._start
