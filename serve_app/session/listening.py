@@ -100,8 +100,11 @@ class Listening:
         """Transcribe the utterance so far while the end-of-turn model decides."""
         if not (self.options.speculative_turns and self.turns.auto_respond) or self.response is not None:
             return
+        if self._speculation is not None and self._speculation.committed:
+            return  # the last turn's transcript is not back yet: it keeps its place
         start = self._utterance_start(self._detector.speech_start)
-        spec = SpeculativeTurn(check.pause_id, self._detector.speech_start, check.end_sample, self._utterance_id)
+        spec = SpeculativeTurn(check.pause_id, self._detector.speech_start, check.end_sample, self._utterance_id,
+                               self._utterance)
         audio = self._timeline.slice(start, check.end_sample)
         spec.transcription = self._spawn(self._transcribe(self._utterance, audio, partial=False,
                                                           message_id=spec.message_id, speculative=spec))
@@ -109,9 +112,12 @@ class Listening:
         TURN_METRICS.speculation.labels(outcome="started").inc()
 
     async def _drop_speculation(self, reason: str) -> None:
-        spec, self._speculation = self._speculation, None
-        if spec is not None and not spec.committed:
-            await spec.cancel(reason)
+        """Cancel an answer started early; a committed turn still waiting for its transcript stays."""
+        spec = self._speculation
+        if spec is None or spec.committed:
+            return
+        self._speculation = None
+        await spec.cancel(reason)
 
     async def _on_speculative_transcript(self, spec: SpeculativeTurn, result: Any) -> None:
         spec.result, spec.transcript_at = result, time.time()
@@ -120,7 +126,7 @@ class Listening:
             self._transcribing.discard(spec.message_id)
             self._turn_times["transcript_at"] = spec.transcript_at
             try:
-                await self._on_final_transcript(Transcribed(self._utterance, result, False, spec.message_id))
+                await self._on_final_transcript(Transcribed(spec.utterance, result, False, spec.message_id))
             finally:
                 await self._start_queued()
             return
@@ -145,7 +151,7 @@ class Listening:
         result = spec.result
         if isinstance(result, ServiceError) or not result.text.strip():
             await self._set_state(State.TRANSCRIBING)
-            await self._on_final_transcript(Transcribed(self._utterance, result, False, spec.message_id))
+            await self._on_final_transcript(Transcribed(spec.utterance, result, False, spec.message_id))
             return
         self._turn_times["transcript_at"] = spec.transcript_at
         TURN_METRICS.speculation.labels(outcome="transcript_used").inc()

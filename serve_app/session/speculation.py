@@ -69,6 +69,7 @@ class SpeculativeTurn:
     start_sample: int
     end_sample: int
     message_id: str
+    utterance: int  # the session's count of utterances when this one paused
     transcription: asyncio.Task | None = None
     result: Any = None  # Transcription | ServiceError, once back
     transcript_at: float | None = None
