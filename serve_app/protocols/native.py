@@ -25,6 +25,9 @@ _CLIENT = TypeAdapter(wire.ClientMessage)
 _NOT_ON_THE_WIRE = (ev.UserAudioCommitted, ev.TranscriptEmpty, ev.ResponseStarted, ev.ResponseEnded,
                     ev.ReplyTruncated)
 MAX_TEXT_FRAME_BYTES = 16 * 1024 * 1024  # base64 images; the image itself is checked after decoding
+# what to send instead of an engine error's message, where the answer is a native command
+_COMMAND_HINTS = {"not_started": "send start_conversation or resume_session first"}
+RETRY_HINT = "send retry_turn to try this turn again"
 
 
 def decode_base64(data: str, *, what: str) -> bytes:
@@ -34,6 +37,13 @@ def decode_base64(data: str, *, what: str) -> bytes:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as error:
         raise ValueError(f"{what} is not valid base64: {error}") from error
+
+
+def error_text(event: ev.ErrorEvent) -> str:
+    """An engine error in native words: the command that helps, where there is one."""
+    if event.code in _COMMAND_HINTS:
+        return _COMMAND_HINTS[event.code]
+    return f"{event.message}; {RETRY_HINT}" if event.retryable else event.message
 
 
 class NativeAdapter:
@@ -155,7 +165,7 @@ class NativeAdapter:
             case ev.StopSpeaking():
                 out = wire.StopSpeakingMsg()
             case ev.ErrorEvent():
-                out = wire.ErrorMsg(message=event.message, phase=event.phase, code=event.code)
+                out = wire.ErrorMsg(message=error_text(event), phase=event.phase, code=event.code)
             case ev.Pong():
                 out = wire.PongMsg(t=event.t)
             case _:

@@ -252,6 +252,7 @@ class ErrorEvent:
     code: str
     fatal: bool = False
     ref: str | None = None  # the message id or response tag the error is about
+    retryable: bool = False  # the turn failed and RetryTurn would run it again
 
 
 @dataclass
