@@ -92,7 +92,7 @@ class Session:
                                    BuiltinTools(weather_url=options.weather_url), options,
                                    inputs_pending=lambda: self.transcriber.busy or self.images.describing > 0)
         self.listener = Listener(self.channel, self.audio, self._turns(TurnPolicy()), self.transcriber,
-                                 self.responder, speculative_turns=options.speculative_turns)
+                                 self.responder, self.conversation, speculative_turns=options.speculative_turns)
         self.channel.watch_state(self.conversation.record_state)
         self.channel.watch_state(lambda state: self.listener.turns.on_state(state))
 

@@ -16,6 +16,7 @@ from serve_app.clients.vad_ticker import VadFrames
 from serve_app.metrics import TURN_METRICS
 from serve_app.session.audio_input import SAMPLE_RATE, AudioFormatError, InputAudio
 from serve_app.session.channel import SessionChannel
+from serve_app.session.conversation import Conversation
 from serve_app.session.events import (
     AudioIn,
     SpeechStarted,
@@ -48,9 +49,9 @@ def _ms(sample: int) -> int:
 
 class Listener:
     def __init__(self, channel: SessionChannel, audio: InputAudio, turns: TurnStrategy, transcriber: Transcriber,
-                 responder: Responder, *, speculative_turns: bool) -> None:
+                 responder: Responder, conversation: Conversation, *, speculative_turns: bool) -> None:
         self.channel, self.audio, self.turns = channel, audio, turns
-        self.transcriber, self.responder = transcriber, responder
+        self.transcriber, self.responder, self.conversation = transcriber, responder, conversation
         self.speculative_turns = speculative_turns
         self.utterance = 0  # counts utterances, so a transcript of an older one is told apart
         self.utterance_id = ""
@@ -89,10 +90,9 @@ class Listener:
             if isinstance(signal, Onset):
                 if self.channel.state is State.SPEAKING and responder.busy and self.turns.interrupts:
                     responder.mark("barge_in_at")
-                    responder.response.pause_audio()
+                    responder.hold_audio()
             elif isinstance(signal, OnsetLost):
-                if responder.busy:
-                    responder.response.resume_audio()  # noise or echo: a false barge-in resumes
+                responder.resume_audio()  # noise or echo: a false barge-in resumes
             elif isinstance(signal, SpeechConfirmed):
                 self.utterance += 1
                 self.utterance_id = new_message_id()
@@ -131,7 +131,7 @@ class Listener:
         if spec.committed:  # the turn ended before its transcript was back: it is the final one now
             self.speculation = None
             self.transcriber.arrived(spec.message_id)
-            self.responder.times["transcript_at"] = spec.transcript_at
+            self.responder.mark("transcript_at", spec.transcript_at)
             try:
                 await self._on_final(Transcribed(self.utterance, result, False, spec.message_id))
             finally:
@@ -160,7 +160,7 @@ class Listener:
             await self.channel.set_state(State.TRANSCRIBING)
             await self._on_final(Transcribed(self.utterance, result, False, spec.message_id))
             return
-        self.responder.times["transcript_at"] = spec.transcript_at
+        self.responder.mark("transcript_at", spec.transcript_at)
         TURN_METRICS.speculation.labels(outcome="transcript_used").inc()
         await self.channel.set_state(State.TRANSCRIBING)  # already done, but every turn passes through it
         await self.responder.user_turn(result.text.strip(), spec.message_id, draft=spec.take_draft())
@@ -253,7 +253,7 @@ class Listener:
             self.channel.emit(TranscriptEmpty(message_id))
         if message.utterance != self.utterance or self.channel.state is not State.TRANSCRIBING:
             if text:  # the user went on talking: what they said first is kept, answered with the rest
-                await responder.conversation.add("user", text, message_id)
+                await self.conversation.add("user", text, message_id)
                 self.channel.emit(TranscriptFinal(text, message_id))
                 if responder.busy and self.turns.responds and not self.turns.interrupts:
                     self.respond_after = True  # answered once the current reply is over
@@ -262,7 +262,7 @@ class Listener:
             responder.last_input = None
             await self.channel.set_state(State.LISTENING)
             return
-        responder.times["transcript_at"] = time.time()
+        responder.mark("transcript_at")
         await responder.user_turn(text, message_id, respond=self.turns.responds)
 
     async def after_response(self) -> None:

@@ -61,11 +61,10 @@ class Responder:
     def new_turn(self, **times: float) -> None:
         self.times = dict(times)
 
-    def mark(self, milestone: str, *, keep_first: bool = False) -> None:
-        if keep_first:
-            self.times.setdefault(milestone, time.time())
-        else:
-            self.times[milestone] = time.time()
+    def mark(self, milestone: str, at: float | None = None, *, keep_first: bool = False) -> None:
+        if keep_first and milestone in self.times:
+            return
+        self.times[milestone] = at if at is not None else time.time()
 
     # ---- starting ------------------------------------------------------------------------
 
@@ -160,6 +159,15 @@ class Responder:
             self.mark("first_audio_at", keep_first=True)
             await self.channel.set_state(State.SPEAKING)
         message.done.set_result(None)
+
+    def hold_audio(self) -> None:
+        """Speech may be starting over the reply: stop sending audio until it is confirmed or dismissed."""
+        if self.response is not None:
+            self.response.pause_audio()
+
+    def resume_audio(self) -> None:
+        if self.response is not None:
+            self.response.resume_audio()
 
     def deliver_tool_result(self, call_id: str, result: Any) -> bool:
         return self.response is not None and self.response.deliver_tool_result(call_id, result)
