@@ -13,9 +13,11 @@ import pytest
 
 from deployments.llm import ChatMessage, ToolCall
 from serve_app.clients.vad_ticker import VadFrames
+from serve_app.protocols.native import error_text
+from serve_app.protocols.native_config import NativeConfig
 from serve_app.session.audio_input import SAMPLE_RATE, AudioFormatError, InputAudio
 from serve_app.session.channel import SessionChannel
-from serve_app.session.config import SessionConfig
+from serve_app.session.config import SessionSettings
 from serve_app.session.context import ConversationContext
 from serve_app.session.conversation import Conversation
 from serve_app.session.events import ErrorEvent, State, StateChanged
@@ -211,7 +213,7 @@ async def store(tmp_path):
 
 async def test_conversation_writes_every_turn_through_the_store(store):
     conversation = Conversation(store, ConversationContext(16, 6000))
-    await conversation.open("s1", SessionConfig(voice="joe"))
+    await conversation.open("s1", SessionSettings(voice="joe"))
     await conversation.start_turn()
     await conversation.add("user", "what time is it", "msg_user")
     call = ToolCall(id="call_1", name="get_time", arguments="{}")
@@ -232,23 +234,25 @@ async def test_conversation_writes_every_turn_through_the_store(store):
     assert conversation.context.find("msg_user") is conversation.context.messages[0]
 
 
-async def test_a_resumed_conversation_has_its_history_and_its_config(store):
+async def test_a_resumed_conversation_has_its_history_and_the_adapters_settings(store):
     first = Conversation(store, ConversationContext(16, 6000))
-    await first.open("s1", SessionConfig.model_validate({"binaryAudio": True, "audioFormat": "mulaw"}))
+    native = NativeConfig.model_validate({"binaryAudio": True, "audioFormat": "mulaw", "inputSampleRate": 8000})
+    await first.open("s1", native.settings())
     await first.add("user", "hello", None)
     await first.store_reply("hi there")
 
     resumed = Conversation(store, ConversationContext(16, 6000))
     stored = await resumed.resume("s1")
     assert stored.id == "s1"
-    assert resumed.config.binary_audio and resumed.config.audio_format == "mulaw"
+    assert resumed.config.input_sample_rate == 8000
+    assert NativeConfig.of(resumed.config) == native  # a resumed native socket knows binaryAudio and audioFormat
     assert [(m.role, m.content) for m in resumed.context.messages] == [("user", "hello"), ("assistant", "hi there")]
     assert not await resumed.exists("s2")
 
 
 async def test_a_client_tool_result_message_finishes_its_stored_call(store):
     conversation = Conversation(store, ConversationContext(16, 6000))
-    await conversation.open("s1", SessionConfig())
+    await conversation.open("s1", SessionSettings())
     await conversation.store_tool_call(ToolCall(id="call_9", name="lookup", arguments="{}"))
     await conversation.add_client_message(ChatMessage(role="tool", tool_call_id="call_9", content="42"), "item_1",
                                           None)
@@ -256,3 +260,29 @@ async def test_a_client_tool_result_message_finishes_its_stored_call(store):
                                           "item_2", "")  # a replayed result for a call never made: kept, no error
     assert [c.status for c in await store.tool_calls("s1")] == ["ok"]
     assert [m.tool_call_id for m in conversation.context.messages] == ["call_unknown", "call_9"]
+
+
+async def test_a_session_stored_in_the_native_camelcase_form_still_resumes(store):
+    await store.create_session("old", {"inputSampleRate": 8000, "outputSampleRate": 16000, "audioFormat": "mulaw",
+                                       "binaryAudio": True, "voice": "joe", "instructions": None, "tools": []})
+    conversation = Conversation(store, ConversationContext(16, 6000))
+    await conversation.resume("old")
+    assert (conversation.config.input_sample_rate, conversation.config.output_sample_rate) == (8000, 16000)
+    assert conversation.config.voice == "joe"
+    assert NativeConfig.of(conversation.config).wire()["audioFormat"] == "mulaw"
+    assert NativeConfig.of(conversation.config).binary_audio
+
+
+def test_native_config_keeps_its_audio_settings_out_of_the_engines_fields():
+    settings = NativeConfig.model_validate({"audioFormat": "mulaw", "voice": "joe"}).settings()
+    assert settings.transport == {"audioFormat": "mulaw", "binaryAudio": False}
+    assert "audioFormat" not in settings.model_dump()
+    assert NativeConfig.of(SessionSettings()).wire() == NativeConfig().wire()  # an OpenAI session, seen natively
+
+
+def test_native_command_hints_are_added_by_the_native_adapter_not_the_engine():
+    retryable = ErrorEvent("speech-to-text timed out", "stt", "timeout", retryable=True)
+    assert error_text(retryable) == "speech-to-text timed out; send retry_turn to try this turn again"
+    assert error_text(ErrorEvent("speech-to-text timed out", "stt", "timeout")) == "speech-to-text timed out"
+    assert error_text(ErrorEvent("the conversation has not started", "session", "not_started")) == (
+        "send start_conversation or resume_session first")

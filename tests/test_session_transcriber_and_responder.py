@@ -14,7 +14,7 @@ from deployments.llm import ChatDone, TextDelta
 from deployments.stt import Transcription
 from serve_app.session.audio_input import SAMPLE_RATE, InputAudio
 from serve_app.session.channel import SessionChannel
-from serve_app.session.config import SessionConfig
+from serve_app.session.config import SessionSettings
 from serve_app.session.context import ConversationContext
 from serve_app.session.conversation import Conversation
 from serve_app.session.events import (
@@ -140,7 +140,7 @@ async def test_a_partial_is_not_asked_while_a_final_transcript_is_outstanding():
 async def conversation(tmp_path):
     store = await SessionStore.open(tmp_path / "sessions.sqlite3")
     opened = Conversation(store, ConversationContext(16, 6000))
-    await opened.open("s1", SessionConfig())
+    await opened.open("s1", SessionSettings())
     yield opened
     await store.close()
 

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from deployments.llm import ChatMessage, ToolCall
-from serve_app.session.config import SessionConfig
+from serve_app.session.config import SessionSettings
 from serve_app.session.context import ConversationContext
 from serve_app.session.events import State
 from serve_app.store import SessionStore, StoredMessage, StoredSession
@@ -23,17 +23,17 @@ class Conversation:
         self.store = store
         self.context = context
         self.session_id: str | None = None
-        self.config = SessionConfig()
+        self.config = SessionSettings()
         self.turn_id: int | None = None  # the store's row for the turn being answered
 
     # ---- the session's row ---------------------------------------------------------------
 
-    async def open(self, session_id: str, config: SessionConfig) -> None:
+    async def open(self, session_id: str, config: SessionSettings) -> None:
         """Start ``session_id`` (new, or an old one with its history) with ``config``."""
         if await self.store.get_session(session_id) is None:
-            await self.store.create_session(session_id, config.wire(), state=State.IDLE.value)
+            await self.store.create_session(session_id, config.stored(), state=State.IDLE.value)
         else:
-            await self.store.update_config(session_id, config.wire())
+            await self.store.update_config(session_id, config.stored())
             await self._load_history(session_id)
         self.session_id, self.config = session_id, config
 
@@ -44,16 +44,16 @@ class Conversation:
         """Take up a stored session: its config (the defaults if it no longer parses) and history."""
         stored = await self.store.get_session(session_id)
         try:
-            self.config = SessionConfig.model_validate(stored.config)
+            self.config = SessionSettings.from_stored(stored.config)
         except ValidationError:
-            self.config = SessionConfig()
+            self.config = SessionSettings()
         self.session_id = session_id
         await self._load_history(session_id)
         return stored
 
-    async def configure(self, config: SessionConfig) -> None:
+    async def configure(self, config: SessionSettings) -> None:
         self.config = config
-        await self.store.update_config(self.session_id, config.wire())
+        await self.store.update_config(self.session_id, config.stored())
 
     async def record_state(self, state: State) -> None:
         if self.session_id:

@@ -26,7 +26,7 @@ from serve_app.clients.vad_ticker import VadFrames, VadTicker
 from serve_app.metrics import TURN_METRICS
 from serve_app.session.audio_input import InputAudio
 from serve_app.session.channel import SessionChannel
-from serve_app.session.config import SessionConfig
+from serve_app.session.config import SessionSettings
 from serve_app.session.context import ConversationContext
 from serve_app.session.conversation import Conversation, message_wire
 from serve_app.session.events import (
@@ -103,7 +103,7 @@ class Session:
         return self.conversation.session_id
 
     @property
-    def config(self) -> SessionConfig:
+    def config(self) -> SessionSettings:
         return self.conversation.config
 
     @property
@@ -211,7 +211,7 @@ class Session:
     async def _on_user_text(self, text: str) -> None:
         text = text.strip()
         if not text:
-            self.error("user_message text is empty", "session", "empty_message")
+            self.error("the user's message is empty", "session", "empty_message")
             return
         await self.listener.drop_speculation("user_text")
         if self.responder.busy:
@@ -231,7 +231,7 @@ class Session:
 
     async def _configure(self, command: Configure) -> None:
         if command.config:
-            config = self._parse_config({**self.config.wire(), **command.config})
+            config = self._parse_config({**self.config.model_dump(), **command.config})
             if config is None:
                 return
             if config.input_sample_rate != self.config.input_sample_rate:
@@ -242,9 +242,9 @@ class Session:
         if command.turns is not None:
             self.listener.use(self._turns(command.turns, vad_degraded=self.listener.turns.vad_degraded))
 
-    def _parse_config(self, raw: dict[str, Any]) -> SessionConfig | None:
+    def _parse_config(self, raw: dict[str, Any]) -> SessionSettings | None:
         try:
-            return SessionConfig.model_validate(raw)
+            return SessionSettings.model_validate(raw)
         except ValidationError as error:
             first = error.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
@@ -254,16 +254,14 @@ class Session:
     # ---- start, resume, stop ----------------------------------------------------------------
 
     async def _start(self, command: StartConversation) -> None:
-        config = self._parse_config(command.config or {})
-        if config is None:
-            return
+        config = command.settings  # the adapter parsed its wire's form of it
         if self.responder.busy:
             await self.responder.barge_in("manual")
         session_id = command.session_id or uuid.uuid4().hex
         await self._take_over(session_id)
         await self.conversation.open(session_id, config)
         self._open_audio()
-        self.channel.emit(SessionStarted(session_id, config.wire()))
+        self.channel.emit(SessionStarted(session_id, config))
         self.channel.state = State.IDLE
         await self.channel.set_state(State.LISTENING)
 
