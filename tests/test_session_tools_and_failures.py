@@ -11,6 +11,7 @@ import json
 from starlette.testclient import TestClient
 
 from deployments.llm import LlmOptions
+from deployments.stt import SttOptions
 from deployments.vad import VadOptions
 from serve_app.host import SessionHost
 from serve_app.session.smart_turn import DEFAULT_MODEL_PATH as SMART_TURN_ONNX
@@ -151,3 +152,27 @@ def test_vad_down_falls_back_to_energy_and_fixed_silence(models, tmp_path, clip_
     assert normalise(final["text"]) == "he could wait no longer"
     assert talk.types().index("speech_started") < talk.types().index("transcript_final")
     assert talk.types().count("error") == 1
+
+
+def test_retry_turn_after_a_failed_speculative_transcript_retries_the_same_audio(models, smart_turn_model, tmp_path,
+                                                                                  clip_by_name):
+    """The STT refuses utterances over 1 s: the speculative transcript of a 2 s question fails, and
+    retry_turn must send the same 2 s again (it once sent an empty slice, which 'succeeded')."""
+    from serve_app.session.smart_turn_runner import SmartTurnRunner
+
+    strict = models.with_stt(SttOptions(max_audio_s=1.0))
+    host = SessionHost(strict, server_options(tmp_path / "db.sqlite3"), SmartTurnRunner(smart_turn_model))
+    with TestClient(build_app(host)) as client, client.websocket_connect("/ws") as ws:
+        talk = Conversation(ws)
+        talk.send({"type": "start_conversation"})
+        talk.until("state_change", state="listening")
+        talk.speak(clip_by_name("librispeech_1089-134691-0000.wav").pcm16())  # 2.1 s
+        first = talk.until("error")
+        talk.until("state_change", state="listening")
+        talk.send({"type": "retry_turn"})
+        talk.until("state_change", state="transcribing")
+        again = talk.until("error")
+    assert (first["phase"], first["code"]) == ("stt", "audio_too_long")
+    assert "retry_turn" in first["message"]
+    assert (again["phase"], again["code"]) == ("stt", "audio_too_long")
+    assert "transcript_final" not in talk.types()

@@ -43,6 +43,12 @@ class InProcessModels:
         other.vad = SileroVad(options)
         return other
 
+    def with_stt(self, options: SttOptions) -> InProcessModels:
+        """The same loaded models with another STT configuration."""
+        other = copy.copy(self)
+        other.stt = WhisperTranscriber(options)
+        return other
+
     def with_tts(self, options: TtsOptions) -> InProcessModels:
         """The same loaded models with another TTS voice or backend."""
         other = copy.copy(self)

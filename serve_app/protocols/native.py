@@ -15,6 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from serve_app.protocols import native_wire as wire
 from serve_app.protocols.ending import end_session
+from serve_app.protocols.native_config import NativeConfig
 from serve_app.session import events as ev
 from serve_app.session.engine import Session
 
@@ -25,6 +26,10 @@ _CLIENT = TypeAdapter(wire.ClientMessage)
 _NOT_ON_THE_WIRE = (ev.UserAudioCommitted, ev.TranscriptEmpty, ev.ResponseStarted, ev.ResponseEnded,
                     ev.ReplyTruncated)
 MAX_TEXT_FRAME_BYTES = 16 * 1024 * 1024  # base64 images; the image itself is checked after decoding
+# what to send instead of an engine error's message, where the answer is a native command
+_COMMAND_HINTS = {"not_started": "send start_conversation or resume_session first",
+                  "empty_message": "user_message text is empty"}
+RETRY_HINT = "send retry_turn to try this turn again"
 
 
 def decode_base64(data: str, *, what: str) -> bytes:
@@ -36,12 +41,23 @@ def decode_base64(data: str, *, what: str) -> bytes:
         raise ValueError(f"{what} is not valid base64: {error}") from error
 
 
+def error_text(event: ev.ErrorEvent) -> str:
+    """An engine error in native words: the command that helps, where there is one."""
+    if event.code in _COMMAND_HINTS:
+        return _COMMAND_HINTS[event.code]
+    return f"{event.message}; {RETRY_HINT}" if event.retryable else event.message
+
+
 class NativeAdapter:
     """One socket's translation layer; the session does the thinking."""
 
     def __init__(self, websocket: WebSocket, session: Session) -> None:
         self.websocket = websocket
         self.session = session
+
+    def _transport(self) -> dict[str, Any]:
+        """This protocol's audio settings, as the session holds them (started or resumed)."""
+        return self.session.config.transport
 
     # ---- inbound -----------------------------------------------------------------------
 
@@ -53,7 +69,7 @@ class NativeAdapter:
             self._reject(f"audio frame of {len(payload)} bytes is over the "
                          f"{self.session.options.max_audio_frame_bytes} byte limit", "frame_too_large", "audio")
             return
-        if self.session.config.audio_format == "mulaw":
+        if self._transport().get("audioFormat") == "mulaw":
             payload = audioop.ulaw2lin(payload, 2)
         self.session.submit(ev.AudioIn(payload))
 
@@ -94,7 +110,14 @@ class NativeAdapter:
             except ValueError as error:
                 self._reject(str(error), "bad_base64", "vision")
         elif isinstance(message, wire.StartConversationMsg):
-            submit(ev.StartConversation(message.session_id, message.config or {}))
+            try:
+                config = NativeConfig.model_validate(message.config or {})
+            except ValidationError as error:
+                first = error.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                self._reject(f"invalid config: {where}: {first['msg']}", "invalid_config", "session")
+                return
+            submit(ev.StartConversation(message.session_id, config.settings()))
         elif isinstance(message, wire.StopConversationMsg):
             submit(ev.StopConversation())
         elif isinstance(message, wire.InterruptMsg):
@@ -116,15 +139,16 @@ class NativeAdapter:
         if isinstance(event, _NOT_ON_THE_WIRE):
             return None
         if isinstance(event, ev.AudioOut):
-            pcm = event.pcm16
-            if self.session.config.audio_format == "mulaw":
+            pcm, transport = event.pcm16, self._transport()
+            if transport.get("audioFormat") == "mulaw":
                 pcm = audioop.lin2ulaw(pcm, 2)
-            if self.session.config.binary_audio:
+            if transport.get("binaryAudio"):
                 return pcm
             return wire.AudioChunkOutMsg(audio=base64.b64encode(pcm).decode(), chunk_index=event.chunk_index).wire()
         match event:
             case ev.SessionStarted():
-                out: wire._Out = wire.SessionStartedMsg(session_id=event.session_id, config=event.config)
+                out: wire._Out = wire.SessionStartedMsg(session_id=event.session_id,
+                                                        config=NativeConfig.of(event.settings).wire())
             case ev.SessionResumed():
                 out = wire.SessionResumedMsg(session_id=event.session_id, state=event.state.value,
                                              messages=event.messages)
@@ -155,7 +179,7 @@ class NativeAdapter:
             case ev.StopSpeaking():
                 out = wire.StopSpeakingMsg()
             case ev.ErrorEvent():
-                out = wire.ErrorMsg(message=event.message, phase=event.phase, code=event.code)
+                out = wire.ErrorMsg(message=error_text(event), phase=event.phase, code=event.code)
             case ev.Pong():
                 out = wire.PongMsg(t=event.t)
             case _:

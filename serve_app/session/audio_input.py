@@ -1,9 +1,13 @@
-"""The session's microphone stream: decoding, resampling to 16 kHz, and recent-audio memory."""
+"""The session's microphone stream: decoding, resampling to 16 kHz, recent-audio memory, the VAD feed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import soxr
+
+from serve_app.clients.vad_ticker import VadFrames, VadStream, VadTicker
 
 SAMPLE_RATE = 16000
 
@@ -65,3 +69,61 @@ class AudioTimeline:
             return np.zeros(0, dtype=np.float32)
         indices = np.arange(start, end) % self.capacity
         return self._ring[indices]
+
+
+class InputAudio:
+    """The microphone side of one session: resampled audio on a timeline, fed to the VAD stream.
+
+    It remembers where the audio not yet committed as a turn begins, so a turn's audio is
+    everything from there (plus a little padding before the speech) to where the turn ended.
+    """
+
+    def __init__(self, timeline_s: float, prefix_padding_ms: int, vad_ticker: VadTicker | None,
+                 on_frames: Callable[[VadFrames], None]) -> None:
+        self.timeline = AudioTimeline(timeline_s)
+        self.prefix_padding_ms = prefix_padding_ms  # follows the turn-detection options
+        self.buffer_start = 0  # timeline position where the uncommitted audio begins
+        self._resampler: InputResampler | None = None
+        self._vad_ticker, self._on_frames = vad_ticker, on_frames
+        self._vad: VadStream | None = None
+
+    @property
+    def end(self) -> int:
+        return self.timeline.end
+
+    def open(self, input_rate: int) -> None:
+        """A (re)started conversation at ``input_rate``; the VAD stream is opened once, on first use."""
+        self._resampler = InputResampler(input_rate)
+        if self._vad is None and self._vad_ticker is not None:
+            self._vad = self._vad_ticker.open_stream(self._on_frames)
+
+    def set_rate(self, input_rate: int) -> None:
+        if self._resampler is None or self._resampler.input_rate != input_rate:
+            self._resampler = InputResampler(input_rate)
+
+    def push(self, pcm16: bytes, to_vad: bool) -> np.ndarray:
+        """Raises AudioFormatError for audio the session cannot take."""
+        samples = self._resampler.push(pcm16)
+        self.timeline.append(samples)
+        if to_vad and self._vad is not None:
+            self._vad.push(samples)
+        return samples
+
+    def utterance_start(self, speech_start: int) -> int:
+        """Where an utterance's audio begins: a little before its speech, never before the last turn."""
+        return max(self.buffer_start, speech_start - self.prefix_padding_ms * SAMPLE_RATE // 1000)
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        return self.timeline.slice(start, end)
+
+    def commit_until(self, end: int) -> int:
+        """The audio up to ``end`` is a turn now; returns where the uncommitted audio began."""
+        start, self.buffer_start = self.buffer_start, end
+        return start
+
+    def clear(self) -> None:
+        self.buffer_start = self.timeline.end
+
+    def close(self) -> None:
+        if self._vad is not None:
+            self._vad.close()

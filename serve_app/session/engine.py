@@ -2,13 +2,13 @@
 
 Client commands, VAD frames, model results and response milestones all arrive through one
 queue, so no two coroutines race on the state. States: idle -> listening -> transcribing ->
-thinking -> speaking, and a barge-in goes back to listening. Everything said or answered is
-written to the store before it is announced.
+thinking -> speaking, and a barge-in goes back to listening.
 
-The handlers live in one module per concern, mixed into ``Session``: lifecycle (start, resume,
-stop), listening (audio, VAD, end of turn, transcripts), answering (responses, barge-in, retry),
-images, and conversation_edits (commands from the OpenAI Realtime adapter). This module keeps
-the state, the inbox loop and the dispatch.
+The work is done by stages, each owning its state and given its collaborators here:
+``InputAudio`` (the microphone), a ``TurnStrategy`` (when a turn ends), ``Transcriber``,
+``Listener`` (a spoken turn up to the user's words), ``Responder`` (the answer), ``Images`` and
+``Conversation`` (the context and the store). They report through the ``SessionChannel``. This
+module routes each message to its stage and keeps the conversation's start, resume and stop.
 """
 
 from __future__ import annotations
@@ -16,17 +16,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+import uuid
 from typing import Any
 
+from pydantic import ValidationError
+
 from serve_app.clients.models import ModelServices, ServiceError
-from serve_app.clients.vad_ticker import VadFrames, VadStream, VadTicker
+from serve_app.clients.vad_ticker import VadFrames, VadTicker
 from serve_app.metrics import TURN_METRICS
-from serve_app.session.answering import Answering
-from serve_app.session.audio_input import AudioTimeline, InputResampler
-from serve_app.session.config import SessionConfig
+from serve_app.session.audio_input import InputAudio
+from serve_app.session.channel import SessionChannel
+from serve_app.session.config import SessionSettings
 from serve_app.session.context import ConversationContext
-from serve_app.session.conversation_edits import ConversationEdits
+from serve_app.session.conversation import Conversation, message_wire
 from serve_app.session.events import (
     AddMessage,
     AudioIn,
@@ -37,130 +39,98 @@ from serve_app.session.events import (
     CreateResponse,
     DeleteMessage,
     Disconnected,
-    ErrorEvent,
-    Event,
     ImageIn,
     Interrupt,
-    Outgoing,
     Ping,
     Pong,
     ResumeSession,
     RetryTurn,
+    SessionResumed,
+    SessionStarted,
     StartConversation,
     State,
-    StateChanged,
     StopConversation,
     ToolResult,
     TruncateReply,
     UserText,
 )
 from serve_app.session.images import Images
-from serve_app.session.inbox import (
-    Described,
-    FirstAudio,
-    PendingInput,
-    ResponseFinished,
-    Transcribed,
-    Verdict,
-)
-from serve_app.session.lifecycle import SessionLifecycle
-from serve_app.session.listening import Listening
+from serve_app.session.inbox import Described, FirstAudio, ResponseFinished, Transcribed, Verdict
+from serve_app.session.listening import Listener
 from serve_app.session.options import SessionOptions
 from serve_app.session.outbox import Outbox
-from serve_app.session.policy import ReplyPolicy, TurnPolicy
-from serve_app.session.response import Response
+from serve_app.session.policy import TurnPolicy
+from serve_app.session.responder import Responder
 from serve_app.session.smart_turn_runner import SmartTurnRunner
-from serve_app.session.speculation import SpeculativeTurn
 from serve_app.session.tools import BuiltinTools
+from serve_app.session.transcriber import Transcriber
 from serve_app.session.transcription_load import TranscriptionLoad
-from serve_app.session.turn_detection import TurnDetector
+from serve_app.session.turn_strategy import TurnStrategy, turn_strategy
 from serve_app.store import SessionStore
 
 logger = logging.getLogger(__name__)
 
+RESUME_MESSAGES = 10
+TAKE_OVER_TIMEOUT_S = 10.0
 
-class Session(SessionLifecycle, Listening, Answering, Images, ConversationEdits):
+
+class Session:
     def __init__(self, services: ModelServices, store: SessionStore, options: SessionOptions, *,
                  vad_ticker: VadTicker | None, smart_turn: SmartTurnRunner | None,
                  stt_load: TranscriptionLoad, registry: dict[str, Session] | None = None) -> None:
-        self.services, self.store, self.options = services, store, options
-        self.stt_load = stt_load  # shared by the host's sessions
-        self.registry = registry if registry is not None else {}
+        self.options, self.smart_turn = options, smart_turn
+        self.registry = registry if registry is not None else {}  # live sessions by id, for take-over
         self.closed = asyncio.Event()
-        self.vad_ticker, self.smart_turn = vad_ticker, smart_turn
-        self.tools = BuiltinTools(weather_url=options.weather_url)
-        self.inbox: asyncio.Queue = asyncio.Queue()
-        self.outbox = Outbox()
-        self.session_id: str | None = None
-        self.config = SessionConfig()
-        self.state = State.IDLE
-        self.context = ConversationContext(options.context_turns, options.context_max_chars)
-        self.generation = 0
-        self.response: Response | None = None
-        self.turn_id: int | None = None
-        self._turn_times: dict[str, float] = {}
-        self._resampler: InputResampler | None = None
-        self._timeline = AudioTimeline(options.turn_detection.max_utterance_s + 10)
-        self._vad_stream: VadStream | None = None
-        self._vad_degraded_reported = False
-        self.turns, self.replies = TurnPolicy(), ReplyPolicy()
-        self.turn_options = options.turn_detection
-        self._detector = TurnDetector(options.turn_detection, smart_turn_available=smart_turn is not None)
-        self._utterance = 0
-        self._utterance_id = ""
-        self._buffer_start = 0  # timeline position where the uncommitted audio begins
-        self._transcribing: set[str] = set()  # committed turns whose transcript is not back yet
-        self._describing = 0  # images being described
-        self._queued: CreateResponse | None = None  # a requested response waiting for those inputs
-        self._respond_after = False  # a turn ended during a response that was not interrupted
-        self._replies: OrderedDict[str, Response] = OrderedDict()  # recent replies, for TruncateReply
-        self._partial_in_flight = False
-        self._last_partial_at = 0
-        self._pending: PendingInput | None = None
-        self._speculation: SpeculativeTurn | None = None  # the utterance up to the current pause, answered early
-        self._partial_anchor = 0  # partial transcripts decode from here (timeline position) ...
-        self._partial_prefix = ""  # ... and put this text, already transcribed, before theirs
-        self._helpers: set[asyncio.Task] = set()
+        self.channel = SessionChannel()
+        self.conversation = Conversation(store, ConversationContext(options.context_turns, options.context_max_chars))
+        detection = options.turn_detection
+        self.audio = InputAudio(detection.max_utterance_s + 10, detection.prefix_padding_ms, vad_ticker,
+                                self.channel.submit)
+        self.images = Images(self.channel, self.conversation, services, options.max_image_bytes)
+        self.transcriber = Transcriber(self.channel, services, stt_load, self.audio, options)
+        self.responder = Responder(self.channel, self.conversation, services,
+                                   BuiltinTools(weather_url=options.weather_url), options,
+                                   inputs_pending=lambda: self.transcriber.busy or self.images.describing > 0)
+        self.listener = Listener(self.channel, self.audio, self._turns(TurnPolicy()), self.transcriber,
+                                 self.responder, self.conversation, speculative_turns=options.speculative_turns)
+        self.channel.watch_state(self.conversation.record_state)
+        self.channel.watch_state(lambda state: self.listener.turns.on_state(state))
 
-    # ---- plumbing ---------------------------------------------------------------------------
+    # ---- what adapters use -------------------------------------------------------------------
+
+    @property
+    def session_id(self) -> str | None:
+        return self.conversation.session_id
+
+    @property
+    def config(self) -> SessionSettings:
+        return self.conversation.config
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.channel.outbox
+
+    @property
+    def state(self) -> State:
+        return self.channel.state
 
     def submit(self, command: Command) -> None:
-        self.inbox.put_nowait(command)
-
-    def emit(self, event: Event, generation: int | None = None) -> None:
-        if generation is not None and generation != self.generation:
-            return  # output of a cancelled response
-        self.outbox.put(Outgoing(event, generation))
+        self.channel.submit(command)
 
     def error(self, message: str, phase: str, code: str, ref: str | None = None) -> None:
-        TURN_METRICS.errors.labels(phase=phase, code=code).inc()
-        self.emit(ErrorEvent(message, phase, code, ref=ref))
+        self.channel.error(message, phase, code, ref)
 
-    def _spawn(self, coroutine) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._helpers.add(task)
-        task.add_done_callback(self._helpers.discard)
-        return task
+    def _turns(self, policy: TurnPolicy, vad_degraded: bool = False) -> TurnStrategy:
+        return turn_strategy(policy, self.options.turn_detection, self.options.barge_in, self.channel,
+                             self.smart_turn, self.audio, vad_degraded=vad_degraded)
 
-    async def _set_state(self, state: State) -> None:
-        if state is self.state:
-            return
-        self.state = state
-        if self.session_id:
-            await self.store.set_state(self.session_id, state.value)
-        self.emit(StateChanged(state))
-        barge = self.options.barge_in
-        if state is State.SPEAKING:
-            self._detector.set_sensitivity(barge.threshold, barge.min_speech_ms)
-        else:
-            td = self.turn_options
-            self._detector.set_sensitivity(td.threshold, td.min_speech_ms)
+    # ---- the actor -------------------------------------------------------------------------
 
     async def run(self) -> None:
         TURN_METRICS.sessions.inc()
         try:
             while True:
-                message = await self.inbox.get()
+                message = await self.channel.inbox.get()
                 if isinstance(message, Disconnected):
                     await self._on_disconnect()
                     return
@@ -177,62 +147,165 @@ class Session(SessionLifecycle, Listening, Answering, Images, ConversationEdits)
             if self.session_id and self.registry.get(self.session_id) is self:
                 del self.registry[self.session_id]
             self.closed.set()
-            for task in list(self._helpers):
-                task.cancel()
-            self.outbox.close()
+            self.channel.close()
 
     async def _handle(self, message: Any) -> None:
+        listener, responder = self.listener, self.responder
         if isinstance(message, VadFrames):
-            await self._on_vad(message)
+            await listener.on_frames(message)
         elif isinstance(message, Verdict):
-            await self._apply_signals(self._detector.on_completion(message.pause_id, message.probability))
+            await listener.on_verdict(message)
         elif isinstance(message, Transcribed):
-            await self._on_transcribed(message)
+            await listener.on_transcribed(message)
         elif isinstance(message, FirstAudio):
-            if message.generation == self.generation:
-                self._turn_times.setdefault("first_audio_at", time.time())
-                await self._set_state(State.SPEAKING)
-            message.done.set_result(None)
+            await responder.on_first_audio(message)
         elif isinstance(message, ResponseFinished):
-            await self._on_response_finished(message.response)
+            if await responder.on_finished(message.response):
+                await listener.after_response()
+                await responder.start_queued()
         elif isinstance(message, Described):
-            await self._on_described(message)
+            try:
+                await self.images.on_described(message)
+            finally:
+                await responder.start_queued()
         elif isinstance(message, Ping):
-            self.emit(Pong(message.t))
+            self.channel.emit(Pong(message.t))
         elif isinstance(message, StartConversation):
             await self._start(message)
         elif isinstance(message, ResumeSession):
             await self._resume(message.session_id)
         elif self.session_id is None:
-            self.error("send start_conversation or resume_session first", "session", "not_started")
+            self.error("the conversation has not started", "session", "not_started")
         elif isinstance(message, AudioIn):
-            self._on_audio(message)
+            listener.on_audio(message)
         elif isinstance(message, UserText):
             await self._on_user_text(message.text)
         elif isinstance(message, Interrupt):
-            await self._barge_in("manual")
+            await responder.barge_in("manual")
         elif isinstance(message, StopConversation):
             await self._stop()
         elif isinstance(message, ImageIn):
-            self._on_image(message)
+            self.images.on_image(message)
         elif isinstance(message, ToolResult):
-            if self.response is None or not self.response.deliver_tool_result(message.call_id, message.result):
+            if not responder.deliver_tool_result(message.call_id, message.result):
                 self.error(f"no tool call {message.call_id!r} is waiting for a result", "tools", "unknown_call_id")
         elif isinstance(message, RetryTurn):
             await self._retry()
         elif isinstance(message, Configure):
             await self._configure(message)
         elif isinstance(message, CommitAudio):
-            await self._commit_audio(message.message_id)
+            await listener.commit(message.message_id)
         elif isinstance(message, ClearAudio):
-            await self._drop_speculation("audio_cleared")
-            self._buffer_start = self._timeline.end
-            self._detector.reset()
+            await listener.clear()
         elif isinstance(message, CreateResponse):
-            await self._on_create_response(message)
+            await responder.request(message)
         elif isinstance(message, AddMessage):
-            await self._add_message(message)
+            await self.conversation.add_client_message(message.message, message.message_id, message.after)
         elif isinstance(message, DeleteMessage):
-            self.context.remove(message.message_id)  # idempotent: an empty transcript never became a message
+            self.conversation.context.remove(message.message_id)  # idempotent: an empty transcript never became one
         elif isinstance(message, TruncateReply):
-            await self._truncate(message)
+            await responder.truncate(message)
+
+    # ---- commands that span the stages ----------------------------------------------------
+
+    async def _on_user_text(self, text: str) -> None:
+        text = text.strip()
+        if not text:
+            self.error("the user's message is empty", "session", "empty_message")
+            return
+        await self.listener.drop_speculation("user_text")
+        if self.responder.busy:
+            await self.responder.barge_in("manual")
+        self.responder.new_turn(transcript_at=time.time())
+        await self.responder.user_turn(text)
+
+    async def _retry(self) -> None:
+        pending = self.responder.last_input
+        if pending is None or self.responder.busy:
+            self.error("there is no failed turn to retry", "session", "nothing_to_retry")
+            return
+        if pending.kind == "stt" and pending.audio is not None:
+            await self.listener.retry(pending.audio)
+        else:
+            await self.responder.respond()
+
+    async def _configure(self, command: Configure) -> None:
+        if command.config:
+            config = self._parse_config({**self.config.model_dump(), **command.config})
+            if config is None:
+                return
+            if config.input_sample_rate != self.config.input_sample_rate:
+                self.audio.set_rate(config.input_sample_rate)
+            await self.conversation.configure(config)
+        if command.replies is not None:
+            self.responder.replies = command.replies
+        if command.turns is not None:
+            self.listener.use(self._turns(command.turns, vad_degraded=self.listener.turns.vad_degraded))
+
+    def _parse_config(self, raw: dict[str, Any]) -> SessionSettings | None:
+        try:
+            return SessionSettings.model_validate(raw)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            self.error(f"invalid config: {where}: {first['msg']}", "session", "invalid_config")
+            return None
+
+    # ---- start, resume, stop ----------------------------------------------------------------
+
+    async def _start(self, command: StartConversation) -> None:
+        config = command.settings  # the adapter parsed its wire's form of it
+        if self.responder.busy:
+            await self.responder.barge_in("manual")
+        session_id = command.session_id or uuid.uuid4().hex
+        await self._take_over(session_id)
+        await self.conversation.open(session_id, config)
+        self._open_audio()
+        self.channel.emit(SessionStarted(session_id, config))
+        self.channel.state = State.IDLE
+        await self.channel.set_state(State.LISTENING)
+
+    async def _resume(self, session_id: str) -> None:
+        if not await self.conversation.exists(session_id):
+            self.error(f"no session {session_id!r} to resume", "session", "session_not_found")
+            return
+        if self.responder.busy:
+            await self.responder.barge_in("manual")
+        await self._take_over(session_id)
+        stored = await self.conversation.resume(session_id)
+        # a turn in flight when the socket dropped cannot continue: resume ready to listen
+        state = State.IDLE if stored.state == State.IDLE.value else State.LISTENING
+        self.channel.state = state
+        await self.conversation.record_state(state)
+        self._open_audio()
+        last = await self.conversation.last_messages(RESUME_MESSAGES)
+        self.channel.emit(SessionResumed(session_id, state, [message_wire(m) for m in last]))
+
+    async def _take_over(self, session_id: str) -> None:
+        """A socket that dropped may still be storing its last words: let it finish first."""
+        previous = self.registry.get(session_id)
+        if previous is not None and previous is not self:
+            previous.submit(Disconnected())
+            try:
+                await asyncio.wait_for(previous.closed.wait(), TAKE_OVER_TIMEOUT_S)
+            except TimeoutError:
+                logger.warning("session %s: previous socket did not close in time", session_id)
+        self.registry[session_id] = self
+
+    def _open_audio(self) -> None:
+        self.audio.open(self.config.input_sample_rate)
+        self.listener.turns.reset()
+
+    async def _stop(self) -> None:
+        await self.listener.drop_speculation("stopped")
+        if self.responder.busy:
+            await self.responder.barge_in("manual")
+        await self.channel.set_state(State.IDLE)
+
+    async def _on_disconnect(self) -> None:
+        await self.listener.drop_speculation("disconnected")
+        if self.responder.busy:
+            await self.responder.cancel(reason=None)
+        self.audio.close()
+        if self.session_id and self.state not in (State.IDLE, State.LISTENING):
+            await self.conversation.record_state(State.LISTENING)

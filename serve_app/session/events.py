@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 from deployments.llm import ChatMessage
+from serve_app.session.config import SessionSettings
 from serve_app.session.policy import ReplyPolicy, ResponseOverrides, TurnPolicy
 
 
@@ -29,7 +30,7 @@ class State(str, Enum):
 @dataclass
 class StartConversation:
     session_id: str | None
-    config: dict[str, Any]
+    settings: SessionSettings = field(default_factory=SessionSettings)
 
 
 @dataclass
@@ -94,7 +95,7 @@ class Disconnected:
 class Configure:
     """Change settings mid-conversation; a part left None stays as it is."""
 
-    config: dict[str, Any] | None = None  # SessionConfig fields, merged over the current ones
+    config: dict[str, Any] | None = None  # SessionSettings fields, merged over the current ones
     turns: TurnPolicy | None = None
     replies: ReplyPolicy | None = None
 
@@ -154,7 +155,7 @@ Command = (
 @dataclass
 class SessionStarted:
     session_id: str
-    config: dict[str, Any]
+    settings: SessionSettings
 
 
 @dataclass
@@ -252,6 +253,7 @@ class ErrorEvent:
     code: str
     fatal: bool = False
     ref: str | None = None  # the message id or response tag the error is about
+    retryable: bool = False  # the turn failed and RetryTurn would run it again
 
 
 @dataclass

@@ -1,22 +1,31 @@
-"""Images from the client: described by the vision service, then part of the conversation."""
+"""Images from the client: described by the vision service, then part of the conversation.
+
+A response requested meanwhile waits for the description (``describing``), so the model answers
+with the picture in mind.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from deployments.llm import ChatMessage
-from serve_app.clients.models import ServiceError
+from serve_app.clients.models import ModelServices, ServiceError
+from serve_app.session.channel import SessionChannel
+from serve_app.session.conversation import Conversation
 from serve_app.session.events import ImageIn, VisionResult
 from serve_app.session.inbox import Described
 
 
 class Images:
-    """Part of Session (serve_app/session/engine.py); the state it uses is made in Session.__init__."""
+    def __init__(self, channel: SessionChannel, conversation: Conversation, services: ModelServices,
+                 max_bytes: int) -> None:
+        self.channel, self.conversation, self.services = channel, conversation, services
+        self.max_bytes = max_bytes
+        self.describing = 0  # images sent to the vision service and not back yet
 
-    def _on_image(self, image: ImageIn) -> None:
-        if len(image.data) > self.options.max_image_bytes:
-            self.error(f"image of {len(image.data)} bytes is over the {self.options.max_image_bytes} byte limit",
-                       "vision", "image_too_large", ref=image.message_id)
+    def on_image(self, image: ImageIn) -> None:
+        if len(image.data) > self.max_bytes:
+            self.channel.error(f"image of {len(image.data)} bytes is over the {self.max_bytes} byte limit",
+                               "vision", "image_too_large", ref=image.message_id)
             return
 
         async def describe() -> None:
@@ -24,29 +33,21 @@ class Images:
                 result: Any = await self.services.describe_image(image.data, image.prompt)
             except ServiceError as error:
                 result = error
-            self.submit(Described(image.data, image.prompt, result, image.message_id))
+            self.channel.submit(Described(image.data, image.prompt, result, image.message_id))
 
-        self._describing += 1
-        self._spawn(describe())
+        self.describing += 1
+        self.channel.spawn(describe())
 
-    async def _on_described(self, message: Described) -> None:
-        self._describing -= 1
-        try:
-            await self._add_description(message)
-        finally:
-            await self._start_queued()
-
-    async def _add_description(self, message: Described) -> None:
+    async def on_described(self, message: Described) -> None:
+        self.describing -= 1
         if isinstance(message.result, ServiceError):
-            self.error(message.result.message, "vision", message.result.code, ref=message.message_id)
+            self.channel.error(message.result.message, "vision", message.result.code, ref=message.message_id)
             return
         description = message.result
-        await self.store.add_image(self.session_id, message.image, sniff_mime(message.image), message.prompt,
-                                   description)
-        note = f"The user shared an image. What it shows: {description}"
-        await self.store.add_message(self.session_id, "system", note, turn_id=self.turn_id)
-        self.context.add(ChatMessage(role="system", content=note), message.message_id)
-        self.emit(VisionResult(description))
+        await self.conversation.add_image(message.image, sniff_mime(message.image), message.prompt, description)
+        await self.conversation.add("system", f"The user shared an image. What it shows: {description}",
+                                    message.message_id)
+        self.channel.emit(VisionResult(description))
 
 
 def sniff_mime(data: bytes) -> str:

@@ -334,7 +334,7 @@ class RealtimeAdapter:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self.session.submit(ev.StartConversation(None, {}))
+        self.session.submit(ev.StartConversation(None))
         self.session.submit(engine_settings(self.realtime, self.session.options.turn_detection))
         await self.send(se.SessionCreated(session=self.session_wire()),
                         se.ConversationCreated(conversation={"id": self.conversation.id,

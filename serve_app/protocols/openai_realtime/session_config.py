@@ -251,8 +251,8 @@ def turn_policy(detection: ServerVad | SemanticVad | None, defaults: TurnDetecti
 def engine_settings(session: RealtimeSession, defaults: TurnDetectionOptions) -> Configure:
     audio = session.audio
     config = {
-        "inputSampleRate": SAMPLE_RATE[audio.input.format.type],
-        "outputSampleRate": SAMPLE_RATE[audio.output.format.type],
+        "input_sample_rate": SAMPLE_RATE[audio.input.format.type],
+        "output_sample_rate": SAMPLE_RATE[audio.output.format.type],
         "voice": engine_voice(audio.output.voice),
         "instructions": session.instructions or None,
         "tools": engine_tools(session.tools),
