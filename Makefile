@@ -9,6 +9,11 @@ PARLER_STAMP := .venv-parler/.installed-$(shell cat scripts/parler_env.sh | cksu
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
+# Ray Serve's HAProxy ingress and its timeouts, for `serve run` and every Ray the tests start
+# (configs/haproxy.env; README, "The data plane"). RAY_SERVE_ENABLE_HA_PROXY=0 make run: the
+# Python proxy instead.
+include configs/haproxy.env
+export $(shell sed -n 's/^\(RAY_[A-Z_]*\)=.*/\1/p' configs/haproxy.env)
 
 .PHONY: install run test test-parler bench lint clean
 

@@ -41,3 +41,15 @@ def test_gpu_config_gives_model_services_fractional_gpus_and_autoscaling():
         gpus = by_name[name].ray_actor_options.num_gpus
         assert 0 < gpus < 1, name
         assert by_name[name].autoscaling_config["max_replicas"] > by_name[name].autoscaling_config["min_replicas"]
+
+
+def test_the_dockerfile_and_the_makefile_set_the_haproxy_knobs_of_configs_haproxy_env():
+    from tests.graph_harness import haproxy_settings
+
+    knobs = haproxy_settings()
+    assert knobs["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    for key, value in knobs.items():
+        assert f"{key}={value}" in dockerfile, key
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "include configs/haproxy.env" in makefile
