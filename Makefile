@@ -39,7 +39,7 @@ run: install
 	$(BIN)/serve run configs/local.yaml
 
 test: install $(PARLER_STAMP)
-	bash scripts/system_deps.sh  # Debian chromium for the browser tests (apt-get, only if missing)
+	bash scripts/system_deps.sh  # Debian chromium and postgresql for the tests (apt-get, only if missing)
 	.venv-parler/bin/python -m pytest -m parler tests/test_tts.py
 	$(BIN)/python -m pytest -m "not parler"
 
