@@ -11,9 +11,9 @@ import json
 from starlette.testclient import TestClient
 
 from deployments.llm import LlmOptions
+from deployments.turn_end import DEFAULT_MODEL_PATH as SMART_TURN_ONNX
 from deployments.vad import VadOptions
 from serve_app.host import SessionHost
-from serve_app.session.smart_turn import DEFAULT_MODEL_PATH as SMART_TURN_ONNX
 from tests.fake_ollama import FakeReply
 from tests.session_harness import Conversation, build_app, server_options, stored_rows
 from tests.text_normalise import normalise
