@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from serve_app.session.options import SessionOptions
@@ -13,4 +15,7 @@ class ServerOptions(BaseModel):
     store_url: str | None = Field(
         None, description="a postgresql:// URL: one session store shared by every ingress replica and node, so a "
         "session resumes wherever its socket lands; unset: the SQLite file at session.db_path (one replica)")
+    vad_placement: Literal["deployment", "ingress"] = Field(
+        "deployment", description="where the per-tick VAD runs: the batched VAD deployment (one handle call per "
+        "tick for all sessions; the GPU configs' choice), or in the ingress replica's own process (no hop)")
     session: SessionOptions = Field(default_factory=SessionOptions)
