@@ -293,7 +293,7 @@ def plot(summaries: list[dict], target_s: float, path: Path, title: str) -> None
     plt.close(fig)
 
 
-def deploy_local(python_proxy: bool, port: int):
+def deploy_local(python_proxy: bool, port: int, vad_placement: str = "deployment"):
     """The local graph on a 2-CPU Ray instance in this process, as `make run` serves it."""
     import ray
 
@@ -301,7 +301,8 @@ def deploy_local(python_proxy: bool, port: int):
     from tests.graph_harness import serve_environment, wait_for_haproxy_replicas
 
     config = with_app_args(load_serve_config(ROOT / "configs" / "local.yaml"),
-                           server={"session": {"db_path": str(Path(tempfile.mkdtemp()) / "load.sqlite3")}})
+                           server={"vad_placement": vad_placement,
+                                   "session": {"db_path": str(Path(tempfile.mkdtemp()) / "load.sqlite3")}})
     config["http_options"]["port"] = port
     environment = serve_environment(haproxy=not python_proxy)
     haproxy_dir = environment.__enter__()
@@ -337,16 +338,18 @@ def main() -> None:
     parser.add_argument("--url", default=None)
     parser.add_argument("--port", type=int, default=8013)
     parser.add_argument("--python-proxy", action="store_true", help="Serve's Python proxy instead of HAProxy")
+    parser.add_argument("--vad-placement", choices=["deployment", "ingress"], default="deployment")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "conversation_load")
     args = parser.parse_args()
     cores = psutil.cpu_count() or 1
-    url = args.url or deploy_local(args.python_proxy, args.port)
+    url = args.url or deploy_local(args.python_proxy, args.port, args.vad_placement)
     ns = [int(n) for n in args.sessions.split(",")]
     stages, summaries = asyncio.run(sweep(url, ns, args.seconds, args.seed, args.interrupt_share, args.stagger_s,
                                           cores))
     best = capacity(summaries, args.target_s)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {"url": url, "data_plane": "python proxy" if args.python_proxy else "haproxy", "cores": cores,
+              "vad_placement": args.vad_placement, "seconds_per_n": args.seconds,
               "seed": args.seed, "interrupt_share": args.interrupt_share, "target_s": args.target_s,
               "summaries": summaries, "capacity": best,
               "turns": [asdict(t) for stage in stages for t in stage.turns]}

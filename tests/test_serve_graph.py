@@ -101,6 +101,12 @@ def test_health_reports_every_service(graph):
     assert {"vad", "stt", "llm", "tts", "vision", "turn_end", "smart_turn"} <= set(health["services"])
 
 
+def test_the_page_and_its_assets_come_through_haproxy(graph):
+    page = httpx.get(f"http://127.0.0.1:{graph['port']}/", timeout=30)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    assert httpx.get(f"http://127.0.0.1:{graph['port']}/web/app.js", timeout=30).status_code == 200
+
+
 def test_a_voice_turn_over_a_real_websocket(graph, clip_by_name):
     clip = clip_by_name("voice2json_turn_on_living_room_lamp.wav").pcm16()
     audio = np.concatenate([clip, np.zeros(16000 * 3, np.int16)])
