@@ -67,6 +67,7 @@ class Stage:
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
     server_rss_mb: float = 0.0
+    machine_busy_s: float = 0.0  # CPU-seconds the whole machine spent: the rest was someone else's
 
 
 class Conversation:
@@ -211,6 +212,7 @@ async def run_stage(url: str, sessions: int, seconds: float, clips, seed: int, i
     processes = server_processes(os.getpid())
     server_before, _ = cpu_and_rss(processes)
     client_before = time.process_time()
+    machine_before = busy_cpu_s()
     began = time.perf_counter()
     deadline = began + seconds
     conversations = [Conversation(url, i, stage, clips, random.Random(rng.random()), deadline, interrupt_share)
@@ -233,7 +235,13 @@ async def run_stage(url: str, sessions: int, seconds: float, clips, seed: int, i
     server_after, stage.server_rss_mb = cpu_and_rss(processes)
     stage.server_cpu_s = server_after - server_before
     stage.client_cpu_s = time.process_time() - client_before
+    stage.machine_busy_s = busy_cpu_s() - machine_before
     return stage
+
+
+def busy_cpu_s() -> float:
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -258,6 +266,8 @@ def summarise(stage: Stage, cores: int) -> dict:
         "server_cpu_s_per_turn": cpu_per_turn, "server_cpu_share": stage.server_cpu_s / stage.seconds / cores,
         "cpu_floor": (cpu_per_turn * turns_per_s / cores) if cpu_per_turn else None,
         "client_cpu_share": stage.client_cpu_s / stage.seconds / cores, "server_rss_mb": round(stage.server_rss_mb),
+        # the machine's CPU not spent by this server or this client: other work sharing the cores
+        "other_cpu_share": max(0.0, stage.machine_busy_s - stage.server_cpu_s - stage.client_cpu_s) / stage.seconds / cores,
         "errors_sample": stage.errors[:5],
     }
 
@@ -357,14 +367,14 @@ def main() -> None:
     plot(summaries, args.target_s, args.out.with_suffix(".png"),
          f"open-mic conversations on {cores} cores ({result['data_plane']}), {args.seconds:.0f} s per N")
     print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
-    print("   N  turns  transcript P50  first audio P50/P95  barge-in P50  errors drops  CPU-s/turn  turns/s  floor")
+    print("   N  turns  transcript P50  first audio P50/P95  barge-in P50  errors drops  CPU-s/turn  turns/s  floor  other")
     for s in summaries:
         def fmt(v, spec=".2f"):
             return format(v, spec) if v is not None else "-"
         print(f"{s['sessions']:4d} {s['turns']:6d} {fmt(s['transcript_p50_s']):>15} "
               f"{fmt(s['first_audio_p50_s']):>10}/{fmt(s['first_audio_p95_s']):<8} {fmt(s['barge_in_p50_s']):>12} "
               f"{s['error_events'] + s['missed_turns']:6d} {s['drops']:5d} {fmt(s['server_cpu_s_per_turn']):>11} "
-              f"{s['turns_per_s']:8.2f} {fmt(s['cpu_floor'])}")
+              f"{s['turns_per_s']:8.2f} {fmt(s['cpu_floor'])} {s['other_cpu_share']:6.0%}")
     if best is None:
         print(f"capacity: no N met first-audio P95 <= {args.target_s:g} s with 0 errors")
     else:
