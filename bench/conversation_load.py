@@ -325,7 +325,7 @@ def deploy_local(python_proxy: bool, port: int, vad_placement: str = "deployment
 
 
 async def sweep(url: str, ns: list[int], seconds: float, seed: int, interrupt_share: float, stagger_s: float,
-                cores: int) -> tuple[list[Stage], list[dict]]:
+                cores: int, after_stage=None) -> tuple[list[Stage], list[dict]]:
     clips = load_clips(DEFAULT_MANIFEST, 1.0, 4.0)
     stages, summaries = [], []
     for n in ns:
@@ -334,6 +334,8 @@ async def sweep(url: str, ns: list[int], seconds: float, seed: int, interrupt_sh
         stages.append(stage)
         summaries.append(summarise(stage, cores))
         print("  " + json.dumps(summaries[-1]), flush=True)
+        if after_stage is not None:
+            after_stage(stages, summaries)  # results so far survive a sweep cut short
     return stages, summaries
 
 
@@ -354,18 +356,21 @@ def main() -> None:
     cores = psutil.cpu_count() or 1
     url = args.url or deploy_local(args.python_proxy, args.port, args.vad_placement)
     ns = [int(n) for n in args.sessions.split(",")]
-    stages, summaries = asyncio.run(sweep(url, ns, args.seconds, args.seed, args.interrupt_share, args.stagger_s,
-                                          cores))
-    best = capacity(summaries, args.target_s)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"url": url, "data_plane": "python proxy" if args.python_proxy else "haproxy", "cores": cores,
-              "vad_placement": args.vad_placement, "seconds_per_n": args.seconds,
-              "seed": args.seed, "interrupt_share": args.interrupt_share, "target_s": args.target_s,
-              "summaries": summaries, "capacity": best,
-              "turns": [asdict(t) for stage in stages for t in stage.turns]}
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    plot(summaries, args.target_s, args.out.with_suffix(".png"),
-         f"open-mic conversations on {cores} cores ({result['data_plane']}), {args.seconds:.0f} s per N")
+    plane = "python proxy" if args.python_proxy else "haproxy"
+
+    def write(stages: list[Stage], summaries: list[dict]) -> None:
+        result = {"url": url, "data_plane": plane, "cores": cores, "vad_placement": args.vad_placement,
+                  "seconds_per_n": args.seconds, "seed": args.seed, "interrupt_share": args.interrupt_share,
+                  "target_s": args.target_s, "summaries": summaries, "capacity": capacity(summaries, args.target_s),
+                  "turns": [asdict(t) for stage in stages for t in stage.turns]}
+        args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+        plot(summaries, args.target_s, args.out.with_suffix(".png"),
+             f"open-mic conversations on {cores} cores ({plane}), {args.seconds:.0f} s per N")
+
+    _, summaries = asyncio.run(sweep(url, ns, args.seconds, args.seed, args.interrupt_share, args.stagger_s,
+                                     cores, after_stage=write))
+    best = capacity(summaries, args.target_s)
     print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
     print("   N  turns  transcript P50  first audio P50/P95  barge-in P50  errors drops  CPU-s/turn  turns/s  floor  other")
     for s in summaries:
