@@ -71,15 +71,16 @@ class Stage:
 
 
 class Conversation:
-    """One open-mic session: the mic task, a reader task, and the turn loop."""
+    """One open-mic session: the mic task, a reader task that logs every event, and the turn loop."""
 
     def __init__(self, url: str, number: int, stage: Stage, clips, rng: random.Random, deadline: float,
                  interrupt_share: float) -> None:
         self.url, self.number, self.stage, self.clips, self.rng = url, number, stage, clips, rng
         self.deadline, self.interrupt_share = deadline, interrupt_share
-        self.events: asyncio.Queue = asyncio.Queue()
-        self.audio_at: list[float] = []
-        self.audio_arrived = asyncio.Event()
+        self.events: list[dict] = []  # every JSON event, with its arrival time
+        self.audio_at: list[float] = []  # arrival time of every binary audio frame
+        self.state = "idle"
+        self.arrived = asyncio.Event()
 
     async def run(self, start_delay: float) -> None:
         import websockets
@@ -91,7 +92,8 @@ class Conversation:
                 mic = OpenMic(ws.send)
                 tasks = [asyncio.create_task(mic.run()), asyncio.create_task(self._read(ws))]
                 try:
-                    await self._wait_for("session_started", 60)
+                    if await self._next("session_started", 0.0, 60) is None:
+                        raise TimeoutError("no session_started")
                     await asyncio.sleep(start_delay)  # staggered starts: a crowd, not a chorus
                     await self._talk(mic)
                 finally:
@@ -103,51 +105,63 @@ class Conversation:
 
     async def _read(self, ws) -> None:
         async for frame in ws:
+            now = time.perf_counter()
             if isinstance(frame, bytes):
-                self.audio_at.append(time.perf_counter())
-                self.audio_arrived.set()
-                continue
-            event = json.loads(frame)
-            event["at"] = time.perf_counter()
-            if event["type"] == "error":
-                self.stage.errors.append(f"session {self.number}: {event.get('code')}: {event.get('message')}"[:200])
-            await self.events.put(event)
+                self.audio_at.append(now)
+            else:
+                event = json.loads(frame)
+                event["at"] = now
+                if event["type"] == "state_change":
+                    self.state = event["state"]
+                elif event["type"] == "error":
+                    self.stage.errors.append(f"session {self.number}: {event.get('code')}: "
+                                             f"{event.get('message')}"[:200])
+                self.events.append(event)
+            self.arrived.set()
         raise ConnectionError("server closed the socket")
 
-    async def _wait_for(self, kind: str, timeout: float) -> dict | None:
-        """The next event of this type; None if it does not come in time (events before it are dropped)."""
+    async def _until(self, found, timeout: float):
+        """Wait until ``found()`` returns something (checked on every arrival), or None after timeout."""
         limit = time.perf_counter() + timeout
-        while (left := limit - time.perf_counter()) > 0:
-            try:
-                event = await asyncio.wait_for(self.events.get(), left)
-            except TimeoutError:
-                return None
-            if event["type"] == kind:
-                return event
-        return None
-
-    async def _first_audio_after(self, t: float, timeout: float) -> float | None:
-        limit = time.perf_counter() + timeout
-        while True:
-            i = bisect.bisect_left(self.audio_at, t)
-            if i < len(self.audio_at):
-                return self.audio_at[i]
+        while (result := found()) is None:
             if (left := limit - time.perf_counter()) <= 0:
                 return None
-            self.audio_arrived.clear()
+            self.arrived.clear()
             try:
-                await asyncio.wait_for(self.audio_arrived.wait(), left)
+                await asyncio.wait_for(self.arrived.wait(), left)
             except TimeoutError:
-                return None
+                return found()
+        return result
+
+    async def _next(self, kind: str, after: float, timeout: float) -> dict | None:
+        """The first event of this type that arrived at or after ``after``."""
+        def found() -> dict | None:
+            hit = None
+            for event in reversed(self.events):
+                if event["at"] < after:
+                    break
+                if event["type"] == kind:
+                    hit = event
+            return hit
+
+        return await self._until(found, timeout)
+
+    async def _first_audio_after(self, t: float, timeout: float) -> float | None:
+        def found() -> float | None:
+            i = bisect.bisect_left(self.audio_at, t)
+            return self.audio_at[i] if i < len(self.audio_at) else None
+
+        return await self._until(found, timeout)
 
     async def _talk(self, mic: OpenMic) -> None:
         clip = self.rng.choice(self.clips)
+        began = time.perf_counter()
         spoken_until = await mic.say(clip.pcm)  # end of speech: the clip's last chunk was sent
         index = 0
         while True:
             turn = Turn(self.stage.sessions, self.number, index, clip.name)
             self.stage.turns.append(turn)
-            final = await self._wait_for("transcript_final", TURN_TIMEOUT_S)
+            final = await self._next("transcript_final", began, TURN_TIMEOUT_S + (spoken_until - began))
             if final is None:
                 turn.error = "no transcript"
                 return
@@ -162,31 +176,24 @@ class Conversation:
             clip = self.rng.choice(self.clips)
             if time.perf_counter() > self.deadline:
                 return
-            if self.rng.random() < self.interrupt_share:
-                turn.interrupted = True
+            interrupt = self.rng.random() < self.interrupt_share
+            if interrupt:
                 await asyncio.sleep(self.rng.uniform(0.3, 1.5))  # let part of the answer play
-                while not self.events.empty():
-                    self.events.get_nowait()
-                barge_started = time.perf_counter()
+            if interrupt and self.state == "speaking":  # a short answer may be over already: then just talk
+                turn.interrupted = True
+                began = time.perf_counter()  # the barge-in starts with the first chunk of speech
                 speaking = asyncio.create_task(mic.say(clip.pcm))
-                stopped = await self._wait_for("stop_speaking", TURN_TIMEOUT_S)
+                stopped = await self._next("stop_speaking", began, clip.duration_s + 3)
                 if stopped is not None:
-                    turn.barge_in_s = stopped["at"] - barge_started
+                    turn.barge_in_s = stopped["at"] - began
                 spoken_until = await speaking
             else:
-                if await self._wait_for("audio_complete", 120) is None:
+                if await self._next("audio_complete", first_audio, 120) is None:
                     turn.error = "answer never completed"
                     return
-                await self._quiet(0.5)  # the answer's last audio has played out
-                await asyncio.sleep(self.rng.uniform(1.0, 3.0))  # the user thinks before speaking again
-                while not self.events.empty():
-                    self.events.get_nowait()
+                await asyncio.sleep(1.0 + self.rng.uniform(1.0, 3.0))  # the answer plays out; the user thinks
+                began = time.perf_counter()
                 spoken_until = await mic.say(clip.pcm)
-
-    async def _quiet(self, quiet_s: float) -> None:
-        while self.audio_at and time.perf_counter() - self.audio_at[-1] < quiet_s:
-            await asyncio.sleep(quiet_s - (time.perf_counter() - self.audio_at[-1]))
-
 
 def server_processes(exclude: int) -> list[psutil.Process]:
     """Everything this process started (Ray: gcs, raylet, workers, replicas, HAProxy) but itself."""
@@ -325,8 +332,10 @@ def deploy_local(python_proxy: bool, port: int, vad_placement: str = "deployment
 
 
 async def sweep(url: str, ns: list[int], seconds: float, seed: int, interrupt_share: float, stagger_s: float,
-                cores: int, after_stage=None) -> tuple[list[Stage], list[dict]]:
+                cores: int, after_stage=None, warm_up: bool = False) -> tuple[list[Stage], list[dict]]:
     clips = load_clips(DEFAULT_MANIFEST, 1.0, 4.0)
+    if warm_up:  # one turn first, not counted: the first call of each model is slower
+        await run_stage(url, 1, 1.0, clips, seed + 1, 0.0, 0.0)
     stages, summaries = [], []
     for n in ns:
         print(f"N={n}: {seconds:.0f} s of conversation", flush=True)
@@ -369,7 +378,7 @@ def main() -> None:
              f"open-mic conversations on {cores} cores ({plane}), {args.seconds:.0f} s per N")
 
     _, summaries = asyncio.run(sweep(url, ns, args.seconds, args.seed, args.interrupt_share, args.stagger_s,
-                                     cores, after_stage=write))
+                                     cores, after_stage=write, warm_up=True))
     best = capacity(summaries, args.target_s)
     print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
     print("   N  turns  transcript P50  first audio P50/P95  barge-in P50  errors drops  CPU-s/turn  turns/s  floor  other")
