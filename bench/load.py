@@ -129,7 +129,8 @@ def main() -> None:
         config = with_app_args(load_serve_config(root / "configs" / "local.yaml"),
                                server={"session": {"db_path": str(Path(tempfile.mkdtemp()) / "load.sqlite3")}})
         config["http_options"]["port"] = 8012
-        haproxy_dir = serve_environment(haproxy=not args.python_proxy).__enter__()  # as `make run` serves it
+        environment = serve_environment(haproxy=not args.python_proxy)  # as `make run` serves it; kept open
+        haproxy_dir = environment.__enter__()  # until the process ends (a dropped reference would close it)
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024)
         deploy(config)
         if not args.python_proxy:
