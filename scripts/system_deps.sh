@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the tests need. Idempotent; installs only what is missing.
 #   chromium: the real browser the web client tests drive through Playwright (tests/test_web_client.py).
+#   postgresql: the server the shared-store tests start in a temp dir (tests/postgres_server.py).
 set -euo pipefail
 
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "system packages: all present"

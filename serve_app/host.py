@@ -1,5 +1,8 @@
 """What every socket on one ingress replica shares: models, store, VAD ticker, end-of-turn model.
 
+``smart_turn`` is anything with ``await completion_probability(audio) -> float`` (the TurnEnd
+deployment's client in the ingress, the in-process model in tests), or None for fixed silence.
+
 The ingress deployment and the engine tests both serve sockets through this, so the tests run the
 same session path as production, with in-process models instead of Serve handles.
 """
@@ -50,17 +53,11 @@ class SessionHost:
         self.stt_load = TranscriptionLoad()  # partial transcripts yield to final ones, across sessions
         self._lock = asyncio.Lock()
 
-    @classmethod
-    def with_smart_turn(cls, models: ModelServices, options: ServerOptions) -> SessionHost:
-        session = options.session
-        runner = SmartTurnRunner.load(session.smart_turn_path()) if session.turn_detection.smart_turn else None
-        return cls(models, options, runner)
-
     async def _ready(self) -> None:
         """Store and ticker belong to the serving event loop, so they are made on first use."""
         async with self._lock:
             if self.store is None:
-                self.store = await SessionStore.open(self.options.session.database_path())
+                self.store = await SessionStore.open(self.options.store_url or self.options.session.database_path())
                 self.ticker = VadTicker(self.models.detect_speech, self.options.session.vad_tick_ms / 1000)
 
     def new_session(self) -> Session:
@@ -94,5 +91,7 @@ class SessionHost:
         await RealtimeAdapter(websocket, self.new_session(), handshake).run()
 
     async def close(self) -> None:
-        if self.store is not None:
-            await self.store.close()
+        async with self._lock:
+            if self.store is not None:
+                await self.store.close()
+                self.store = None  # a later socket opens it again

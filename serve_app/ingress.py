@@ -12,7 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.vad import SileroVad, VadOptions
 from serve_app.clients.serve_handles import ServeModels
+from serve_app.clients.turn_end import TurnEndClient
 from serve_app.host import SessionHost
 from serve_app.settings import ServerOptions
 
@@ -24,13 +26,17 @@ NO_CACHE = {"Cache-Control": "no-cache"}  # revalidate (ETag), so a redeploy's p
 @serve.ingress(api)
 class Ingress:
     def __init__(self, options: dict | None = None, *, vad: DeploymentHandle, stt: DeploymentHandle,
-                 llm: DeploymentHandle, tts: DeploymentHandle, vision: DeploymentHandle) -> None:
+                 llm: DeploymentHandle, tts: DeploymentHandle, vision: DeploymentHandle,
+                 turn_end: DeploymentHandle) -> None:
         self.options = ServerOptions.model_validate(options or {})
         self.handles: dict[str, DeploymentHandle] = {"vad": vad, "stt": stt, "llm": llm, "tts": tts,
-                                                     "vision": vision}
+                                                     "vision": vision, "turn_end": turn_end}
+        session = self.options.session
+        local_vad = SileroVad(VadOptions()) if self.options.vad_placement == "ingress" else None
         self.models = ServeModels(vad=vad, stt=stt, llm=llm, tts=tts, vision=vision,
-                                  timeout_s=self.options.session.model_timeout_s)
-        self.host = SessionHost.with_smart_turn(self.models, self.options)
+                                  timeout_s=session.model_timeout_s, local_vad=local_vad)
+        smart_turn = TurnEndClient(turn_end, session.model_timeout_s) if session.turn_detection.smart_turn else None
+        self.host = SessionHost(self.models, self.options, smart_turn)
 
     @api.websocket("/ws")
     async def native_session(self, websocket: WebSocket) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from serve_app.session.options import SessionOptions
@@ -10,4 +12,10 @@ from serve_app.session.options import SessionOptions
 class ServerOptions(BaseModel):
     health_timeout_s: float = Field(2.0, gt=0, description="how long /health waits for each model service")
     api_keys: list[str] = Field(default_factory=list, description="when set, clients must present one of these")
+    store_url: str | None = Field(
+        None, description="a postgresql:// URL: one session store shared by every ingress replica and node, so a "
+        "session resumes wherever its socket lands; unset: the SQLite file at session.db_path (one replica)")
+    vad_placement: Literal["deployment", "ingress"] = Field(
+        "deployment", description="where the per-tick VAD runs: the batched VAD deployment (one handle call per "
+        "tick for all sessions; the GPU configs' choice), or in the ingress replica's own process (no hop)")
     session: SessionOptions = Field(default_factory=SessionOptions)

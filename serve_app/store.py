@@ -1,8 +1,14 @@
-"""Session persistence in SQLite: sessions, messages, tool calls, images and per-turn timings.
+"""Session persistence: sessions, messages, tool calls, images and per-turn timings.
 
-Every write commits before it returns, so the engine can announce an event only after the
-store has it ("persisted before announced"). One connection per store; one lock serialises
-each statement with its commit so concurrent tasks never commit each other's half-writes.
+``SessionStore`` is the interface the engine calls; ``await SessionStore.open(location)`` picks
+the backend from the location: a file path (or ``:memory:``) opens the embedded SQLite store
+below, a ``postgresql://`` URL the shared PostgreSQL store (serve_app/store_postgres.py) that
+lets a session resume on any ingress replica or node.
+
+Writes the protocol announces (sessions, messages, tool calls, images) are committed before
+they return, so the engine announces an event only after the store has it. State changes and
+turn timings are announced from memory and only read back on resume, so the SQLite store
+commits them in groups off the hot path (see ``SqliteStore``).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import hashlib
 import json
 import sqlite3
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +30,7 @@ import aiosqlite
 ROLES = ("user", "assistant", "system", "tool")
 MESSAGE_STATUSES = ("complete", "interrupted", "streaming")
 TOOL_CALL_STATUSES = ("pending", "ok", "error")
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 TURN_COLUMNS = ("speech_end_at", "transcript_at", "first_token_at", "first_audio_at", "barge_in_at",
                 "stopped_at", "interrupted", "turn_end_at", "prompt_tokens", "cached_tokens")
 # columns added after the first release, with their types: added to older database files on open
@@ -163,27 +171,122 @@ class TurnTimings:
     cached_tokens: int | None = None  # of those, served from the KV cache instead of evaluated
 
 
-class SessionStore:
-    """Async access to one SQLite database of sessions; open with `await SessionStore.open(path)`."""
+class SessionStore(ABC):
+    """The store the engine talks to; open one with ``await SessionStore.open(location)``.
+
+    Unknown sessions, messages, turns and tool calls raise KeyError; duplicate ids and bad
+    roles or statuses raise ValueError, on every backend alike.
+    """
+
+    @classmethod
+    async def open(cls, path: str | Path) -> SessionStore:
+        """A SQLite file (or ``:memory:``), or a PostgreSQL URL (``postgresql://user@host/db``)."""
+        if isinstance(path, str) and path.startswith(POSTGRES_SCHEMES):
+            from serve_app.store_postgres import PostgresStore
+
+            return await PostgresStore.connect(path)
+        return await SqliteStore.open_file(path)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def create_session(self, session_id: str, config: dict[str, Any],
+                             state: str = "idle") -> StoredSession: ...
+
+    @abstractmethod
+    async def get_session(self, session_id: str) -> StoredSession | None: ...
+
+    @abstractmethod
+    async def set_state(self, session_id: str, state: str) -> None: ...
+
+    @abstractmethod
+    async def update_config(self, session_id: str, config: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    async def add_message(self, session_id: str, role: str, content: str, *, status: str = "complete",
+                          tool_calls: list[dict[str, Any]] | None = None, tool_call_id: str | None = None,
+                          turn_id: int | None = None) -> StoredMessage: ...
+
+    @abstractmethod
+    async def update_message(self, message_id: int, *, content: str | None = None, status: str | None = None,
+                             full_content: str | None = None) -> None: ...
+
+    @abstractmethod
+    async def last_messages(self, session_id: str, limit: int = 10) -> list[StoredMessage]:
+        """The newest `limit` messages, oldest first (the order a client replays them in)."""
+
+    @abstractmethod
+    async def messages(self, session_id: str) -> list[StoredMessage]: ...
+
+    @abstractmethod
+    async def add_tool_call(self, session_id: str, call_id: str, name: str, arguments_json: str,
+                            message_id: int | None = None) -> None: ...
+
+    @abstractmethod
+    async def finish_tool_call(self, call_id: str, result_json: str, status: str) -> None: ...
+
+    @abstractmethod
+    async def tool_calls(self, session_id: str) -> list[StoredToolCall]: ...
+
+    @abstractmethod
+    async def add_image(self, session_id: str, data: bytes, mime: str, prompt: str | None,
+                        description: str) -> StoredImage: ...
+
+    @abstractmethod
+    async def images(self, session_id: str) -> list[StoredImage]: ...
+
+    @abstractmethod
+    async def start_turn(self, session_id: str) -> int:
+        """A new turn row; its index is the number of turns the session had before it."""
+
+    @abstractmethod
+    async def record_turn(self, turn_id: int, **timings: float | bool | None) -> None:
+        """Set any subset of the timing columns (unix seconds) and `interrupted`."""
+
+    @abstractmethod
+    async def turns(self, session_id: str) -> list[TurnTimings]: ...
+
+
+class SqliteStore(SessionStore):
+    """The embedded store: one SQLite file in WAL mode with ``synchronous=NORMAL``.
+
+    One connection, one lock: each write runs inside a savepoint, so a failed write undoes only
+    itself. Announced writes commit before they return (which also commits anything pending);
+    ``set_state`` and ``record_turn`` leave their transaction open and a flusher commits it
+    within ``GROUP_COMMIT_S``. A process crash can lose those last few milliseconds of state and
+    timings; with ``synchronous=NORMAL`` a power loss can also lose the last committed
+    transactions (the file itself stays consistent).
+    """
+
+    GROUP_COMMIT_S = 0.05
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._db = connection
         self._lock = asyncio.Lock()
+        self._flusher: asyncio.Task | None = None
 
     @classmethod
-    async def open(cls, path: str | Path) -> SessionStore:
+    async def open_file(cls, path: str | Path) -> SqliteStore:
         in_memory = str(path) == ":memory:"
         if not in_memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(str(path))
+        # isolation_level=None: this class says BEGIN/COMMIT itself (savepoints, group commits)
+        db = await aiosqlite.connect(str(path), isolation_level=None)
         db.row_factory = aiosqlite.Row
         try:
             if not in_memory:
                 await db.execute("PRAGMA journal_mode=WAL")
+                await db.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per commit, only at checkpoints
             await db.execute("PRAGMA foreign_keys=ON")
             await db.executescript(SCHEMA)
             await _add_missing_columns(db, "turns", _ADDED_TURN_COLUMNS)
-            await db.commit()
         except BaseException:
             await db.close()
             raise
@@ -191,13 +294,11 @@ class SessionStore:
 
     async def close(self) -> None:
         async with self._lock:
+            if self._flusher is not None:
+                self._flusher.cancel()
+            if self._db.in_transaction:
+                await self._db.commit()
             await self._db.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     # sessions
 
@@ -221,7 +322,7 @@ class SessionStore:
                              json.loads(row["config_json"]))
 
     async def set_state(self, session_id: str, state: str) -> None:
-        async with self._write() as db:
+        async with self._write(durable=False) as db:
             cursor = await db.execute("UPDATE sessions SET state = ?, updated_at = ? WHERE id = ?",
                                       (state, time.time(), session_id))
             _require_row(cursor.rowcount, f"unknown session {session_id!r}")
@@ -271,14 +372,7 @@ class SessionStore:
         status: str | None = None,
         full_content: str | None = None,
     ) -> None:
-        changes: dict[str, Any] = {}
-        if content is not None:
-            changes["content"] = content
-        if status is not None:
-            _check_choice("message status", status, MESSAGE_STATUSES)
-            changes["status"] = status
-        if full_content is not None:
-            changes["full_content"] = full_content
+        changes = _message_changes(content, status, full_content)
         async with self._write() as db:
             if not changes:
                 await self._require(db, "SELECT 1 FROM messages WHERE id = ?", (message_id,),
@@ -369,11 +463,8 @@ class SessionStore:
 
     async def record_turn(self, turn_id: int, **timings: float | bool | None) -> None:
         """Set any subset of the timing columns (unix seconds) and `interrupted`."""
-        unknown = sorted(set(timings) - set(TURN_COLUMNS))
-        if unknown:
-            raise TypeError(f"unknown turn field(s) {unknown}; expected some of {list(TURN_COLUMNS)}")
-        values = {k: int(bool(v)) if k == "interrupted" else v for k, v in timings.items()}
-        async with self._write() as db:
+        values = _turn_values(timings)
+        async with self._write(durable=False) as db:
             if not values:
                 await self._require(db, "SELECT 1 FROM turns WHERE id = ?", (turn_id,), f"unknown turn {turn_id}")
                 return
@@ -389,15 +480,29 @@ class SessionStore:
     # plumbing
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One transaction: committed before the caller's write returns, rolled back on any error."""
+    async def _write(self, durable: bool = True) -> AsyncIterator[aiosqlite.Connection]:
+        """One write in its own savepoint; committed before returning when ``durable``, else soon after."""
         async with self._lock:
+            if not self._db.in_transaction:
+                await self._db.execute("BEGIN")
+            await self._db.execute("SAVEPOINT write")
             try:
                 yield self._db
             except BaseException:
-                await self._db.rollback()
+                await self._db.execute("ROLLBACK TO write")
+                await self._db.execute("RELEASE write")
                 raise
-            await self._db.commit()
+            await self._db.execute("RELEASE write")
+            if durable:
+                await self._db.commit()
+            elif self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.get_running_loop().create_task(self._commit_soon())
+
+    async def _commit_soon(self) -> None:
+        await asyncio.sleep(self.GROUP_COMMIT_S)  # the group-commit window, not a synchronisation
+        async with self._lock:
+            if self._db.in_transaction:
+                await self._db.commit()
 
     async def _fetch_one(self, sql: str, params: tuple[Any, ...]) -> aiosqlite.Row | None:
         async with self._lock, self._db.execute(sql, params) as cursor:
@@ -416,6 +521,25 @@ class SessionStore:
         async with db.execute(sql, params) as cursor:
             if await cursor.fetchone() is None:
                 raise KeyError(message)
+
+
+def _message_changes(content: str | None, status: str | None, full_content: str | None) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if content is not None:
+        changes["content"] = content
+    if status is not None:
+        _check_choice("message status", status, MESSAGE_STATUSES)
+        changes["status"] = status
+    if full_content is not None:
+        changes["full_content"] = full_content
+    return changes
+
+
+def _turn_values(timings: dict[str, float | bool | None]) -> dict[str, Any]:
+    unknown = sorted(set(timings) - set(TURN_COLUMNS))
+    if unknown:
+        raise TypeError(f"unknown turn field(s) {unknown}; expected some of {list(TURN_COLUMNS)}")
+    return {k: int(bool(v)) if k == "interrupted" else v for k, v in timings.items()}
 
 
 def _require_row(rowcount: int, message: str) -> None:

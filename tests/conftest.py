@@ -85,6 +85,6 @@ def models():
 
 @pytest.fixture(scope="session")
 def smart_turn_model():
-    from serve_app.session.smart_turn import SmartTurnModel
+    from deployments.turn_end import SmartTurnModel
 
     return SmartTurnModel()

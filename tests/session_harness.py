@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from dataclasses import dataclass, field
@@ -20,7 +21,12 @@ SILENCE_AFTER_SPEECH_S = 2.5  # more than the longest end-of-turn wait (max_sile
 
 
 def build_app(host: SessionHost) -> FastAPI:
-    app = FastAPI()
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await host.close()  # as the ingress does on shutdown: the store commits what is pending
+
+    app = FastAPI(lifespan=lifespan)
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:

@@ -9,7 +9,7 @@ from serve_app.app import AppArgs
 from serve_app.serve_config import load_serve_config
 from tests.conftest import REPO_ROOT
 
-DEPLOYMENTS = {"Ingress", "VAD", "STT", "LLM", "TTS", "Vision"}
+DEPLOYMENTS = {"Ingress", "VAD", "STT", "LLM", "TTS", "Vision", "TurnEnd"}
 
 
 @pytest.mark.parametrize("name", ["local.yaml", "gpu.yaml"])
@@ -37,7 +37,27 @@ def test_local_config_schedules_on_two_cpus_without_gpus():
 def test_gpu_config_gives_model_services_fractional_gpus_and_autoscaling():
     app = ServeDeploySchema.model_validate(load_serve_config(REPO_ROOT / "configs" / "gpu.yaml")).applications[0]
     by_name = {d.name: d for d in app.deployments}
-    for name in ("VAD", "STT", "TTS", "Vision"):
+    for name in ("VAD", "STT", "TTS", "Vision", "TurnEnd"):
         gpus = by_name[name].ray_actor_options.num_gpus
         assert 0 < gpus < 1, name
         assert by_name[name].autoscaling_config["max_replicas"] > by_name[name].autoscaling_config["min_replicas"]
+
+
+def test_the_dockerfile_and_the_makefile_set_the_haproxy_knobs_of_configs_haproxy_env():
+    from tests.graph_harness import haproxy_settings
+
+    knobs = haproxy_settings()
+    assert knobs["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    for key, value in knobs.items():
+        assert f"{key}={value}" in dockerfile, key
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "include configs/haproxy.env" in makefile
+
+
+def test_gpu_config_shares_one_postgresql_store_across_replicas():
+    app = ServeDeploySchema.model_validate(load_serve_config(REPO_ROOT / "configs" / "gpu.yaml")).applications[0]
+    args = AppArgs.model_validate(app.args)
+    assert args.server.store_url.startswith("postgresql://")
+    ingress = next(d for d in app.deployments if d.name == "Ingress")
+    assert ingress.autoscaling_config["min_replicas"] >= 2  # sessions must survive landing on either

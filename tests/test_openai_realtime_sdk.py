@@ -16,8 +16,8 @@ import pytest
 
 from deployments.llm import LlmOptions
 from serve_app.clients.in_process import InProcessModels
+from serve_app.clients.turn_end import InProcessTurnEnd
 from serve_app.host import SessionHost
-from serve_app.session.smart_turn_runner import SmartTurnRunner
 from tests.drawn_text import text_png
 from tests.fake_ollama import FakeReply
 from tests.live_server import LiveServer
@@ -33,7 +33,7 @@ WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Get t
 
 
 def live(models, db, smart_turn_model=None, **session) -> LiveServer:
-    runner = SmartTurnRunner(smart_turn_model) if smart_turn_model is not None else None
+    runner = InProcessTurnEnd(smart_turn_model) if smart_turn_model is not None else None
     return LiveServer(build_app(SessionHost(models, server_options(db, **session), runner)))
 
 

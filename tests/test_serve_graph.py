@@ -1,5 +1,6 @@
 """The real graph: `configs/local.yaml` deployed on a 2-CPU Ray instance, called through handles
-and through a real WebSocket on the Serve proxy."""
+and through real WebSockets on Ray Serve's HAProxy ingress (the default data plane; the web
+client tests run the same graph through the Python proxy)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,21 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
+import time
 import wave
 
 import httpx
 import numpy as np
 import pytest
 from ray import serve
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from deployments.errors import ModelInputError
 from deployments.llm import ChatDone, TextDelta
 from deployments.vad import FRAME_SAMPLES, VadRequest, initial_states
-from serve_app.serve_config import APP_NAME
+from serve_app.serve_config import APP_NAME, deploy, load_serve_config, with_app_args
 from tests.conftest import REPO_ROOT
 from tests.drawn_text import text_png
 from tests.graph_harness import local_graph
@@ -27,8 +31,10 @@ from tests.text_normalise import normalise
 
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory):
-    with local_graph(tmp_path_factory.mktemp("db")) as port:
-        yield {"port": port, "handle": lambda name: serve.get_deployment_handle(name, app_name=APP_NAME)}
+    db_dir = tmp_path_factory.mktemp("db")
+    with local_graph(db_dir, drain_s=10) as port:  # time for the redeploy test to talk to a draining replica
+        yield {"port": port, "db_dir": db_dir,
+               "handle": lambda name: serve.get_deployment_handle(name, app_name=APP_NAME)}
 
 
 def test_every_deployment_answers_through_its_handle(graph, clip_by_name):
@@ -92,7 +98,13 @@ def test_concurrent_vad_calls_are_batched_and_equal_solo_results(graph, speech_c
 def test_health_reports_every_service(graph):
     health = httpx.get(f"http://127.0.0.1:{graph['port']}/health", timeout=30).json()
     assert health["status"] == "ok", health
-    assert {"vad", "stt", "llm", "tts", "vision", "smart_turn"} <= set(health["services"])
+    assert {"vad", "stt", "llm", "tts", "vision", "turn_end", "smart_turn"} <= set(health["services"])
+
+
+def test_the_page_and_its_assets_come_through_haproxy(graph):
+    page = httpx.get(f"http://127.0.0.1:{graph['port']}/", timeout=30)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    assert httpx.get(f"http://127.0.0.1:{graph['port']}/web/app.js", timeout=30).status_code == 200
 
 
 def test_a_voice_turn_over_a_real_websocket(graph, clip_by_name):
@@ -154,3 +166,81 @@ def test_the_readme_openai_sdk_snippet_runs_as_written(graph, tmp_path):
     assert "\ncompleted;" in run.stdout or "\nincomplete;" in run.stdout  # incomplete: at the token limit
     with wave.open(str(tmp_path / "answer.wav")) as answer:
         assert answer.getframerate() == 24000 and answer.getnframes() > 12000  # > 0.5 s of speech
+
+
+def test_end_of_turn_calls_of_many_sessions_share_model_runs(graph, clip_by_name, smart_turn_model):
+    names = ["librispeech_1089-134691-0000.wav", "voice2json_what_time_is_it.wav", "cmuarctic_a0024.wav"]
+    clips = [clip_by_name(name).pcm16() for name in names]
+    clips += [clip[: len(clip) // 2] for clip in clips]  # finished and cut-off turns alike
+
+    async def calls():
+        handle = graph["handle"]("TurnEnd")
+        before = await handle.info.remote()
+        together = await asyncio.gather(*(handle.completion_probability.remote(c) for c in clips))
+        after = await handle.info.remote()
+        return together, after["runs"] - before["runs"]
+
+    together, runs = asyncio.run(calls())
+    assert runs < len(clips)  # @serve.batch merged concurrent pauses into shared model runs
+    np.testing.assert_allclose(together, [smart_turn_model.completion_probability(c) for c in clips], atol=1e-4)
+
+
+def test_conversation_load_smoke_run_records_every_turn_and_plots(graph, tmp_path):
+    """bench/conversation_load.py for N=2, a few turns: per-turn records, a summary and the plot."""
+    from bench import conversation_load as bench
+
+    url = f"ws://127.0.0.1:{graph['port']}/ws"
+    stages, summaries = asyncio.run(bench.sweep(url, [2], seconds=12, seed=3, interrupt_share=0.5, stagger_s=1.0,
+                                                cores=2))
+    turns = stages[0].turns
+    assert len([t for t in turns if t.answered]) >= 2, turns
+    assert all(t.transcript_s > 0 and t.first_audio_s >= t.transcript_s for t in turns if t.answered)
+    assert stages[0].drops == 0 and summaries[0]["server_cpu_s_per_turn"] > 0
+    bench.plot(summaries, 1.5, tmp_path / "plot.png", "smoke")
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_redeploy_drains_open_sessions_then_they_resume_on_the_new_replica(graph):
+    """Runs last in this module: it replaces the graph's replicas (the graph drains for 10 s)."""
+    url = f"ws://127.0.0.1:{graph['port']}/ws"
+    changed = with_app_args(load_serve_config(REPO_ROOT / "configs" / "local.yaml"), server={
+        "health_timeout_s": 3.0, "session": {"db_path": str(graph["db_dir"] / "sessions.sqlite3")}})
+    changed["http_options"]["port"] = graph["port"]
+    redeploy = threading.Thread(target=deploy, args=(changed,))
+    with connect(url, open_timeout=30) as old:
+        old.send(json.dumps({"type": "start_conversation"}))
+        started = next_event(old, "session_started")
+        began = time.monotonic()
+        redeploy.start()
+        pongs = 0
+        with pytest.raises(ConnectionClosed) as closed:  # the session goes on while its replica drains ...
+            while True:
+                old.send(json.dumps({"type": "ping", "t": pongs}))
+                assert pong(old) == pongs
+                pongs += 1
+                time.sleep(0.5)  # a heartbeat's pace, not synchronisation
+        cut_after = time.monotonic() - began
+    redeploy.join()
+    # ... new replicas start first, then the old one serves its sockets for the whole drain window
+    assert cut_after > 10 and pongs > 10
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012  # a clean "service restart", not a drop
+    resume = {"type": "resume_session", "sessionId": started["sessionId"]}
+    if started.get("resumeToken"):
+        resume["resumeToken"] = started["resumeToken"]
+    with connect(url, open_timeout=30) as again:  # the client reconnects: the new replica has the session
+        again.send(json.dumps(resume))
+        assert next_event(again, "session_resumed")["sessionId"] == started["sessionId"]
+
+
+def next_event(ws, kind: str) -> dict:
+    while True:
+        event = json.loads(frame) if isinstance(frame := ws.recv(timeout=60), str) else {}
+        if event.get("type") == kind:
+            return event
+
+
+def pong(ws) -> int:
+    while True:
+        event = json.loads(frame) if isinstance(frame := ws.recv(timeout=30), str) else {}
+        if event.get("type") == "pong":
+            return event["t"]

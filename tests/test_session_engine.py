@@ -15,8 +15,8 @@ import soxr
 from starlette.testclient import TestClient
 from websockets.sync.client import connect
 
+from serve_app.clients.turn_end import InProcessTurnEnd
 from serve_app.host import SessionHost
-from serve_app.session.smart_turn_runner import SmartTurnRunner
 from tests.drawn_text import text_png
 from tests.live_server import LiveServer
 from tests.session_harness import Conversation, build_app, server_options, stored_messages, stored_rows
@@ -24,7 +24,7 @@ from tests.text_normalise import normalise
 
 
 def open_client(models, smart_turn_model, db_path, **session):
-    host = SessionHost(models, server_options(db_path, **session), SmartTurnRunner(smart_turn_model))
+    host = SessionHost(models, server_options(db_path, **session), InProcessTurnEnd(smart_turn_model))
     return TestClient(build_app(host))
 
 
@@ -127,7 +127,7 @@ def test_resume_after_disconnect_mid_answer_shows_the_stored_history(models, sma
     """A real server and a real client: the socket drops mid-answer, a new socket resumes."""
     db = tmp_path / "db.sqlite3"
     host = SessionHost(models, server_options(db, playback_lead_ms=300, spoken_reply_tokens=80),
-                       SmartTurnRunner(smart_turn_model))
+                       InProcessTurnEnd(smart_turn_model))
     seen_tokens = ""
     with LiveServer(build_app(host)) as server:
         with connect(f"{server.ws_url}/ws") as ws:

@@ -12,9 +12,9 @@ from starlette.testclient import TestClient
 
 from deployments.llm import LlmOptions
 from deployments.stt import SttOptions
+from deployments.turn_end import DEFAULT_MODEL_PATH as SMART_TURN_ONNX
 from deployments.vad import VadOptions
 from serve_app.host import SessionHost
-from serve_app.session.smart_turn import DEFAULT_MODEL_PATH as SMART_TURN_ONNX
 from tests.fake_ollama import FakeReply
 from tests.session_harness import Conversation, build_app, server_options, stored_rows
 from tests.text_normalise import normalise
@@ -158,10 +158,10 @@ def test_retry_turn_after_a_failed_speculative_transcript_retries_the_same_audio
                                                                                   clip_by_name):
     """The STT refuses utterances over 1 s: the speculative transcript of a 2 s question fails, and
     retry_turn must send the same 2 s again (it once sent an empty slice, which 'succeeded')."""
-    from serve_app.session.smart_turn_runner import SmartTurnRunner
+    from serve_app.clients.turn_end import InProcessTurnEnd
 
     strict = models.with_stt(SttOptions(max_audio_s=1.0))
-    host = SessionHost(strict, server_options(tmp_path / "db.sqlite3"), SmartTurnRunner(smart_turn_model))
+    host = SessionHost(strict, server_options(tmp_path / "db.sqlite3"), InProcessTurnEnd(smart_turn_model))
     with TestClient(build_app(host)) as client, client.websocket_connect("/ws") as ws:
         talk = Conversation(ws)
         talk.send({"type": "start_conversation"})

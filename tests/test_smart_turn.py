@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serve_app.session.smart_turn import WINDOW_SAMPLES, SmartTurnModel
+from deployments.turn_end import WINDOW_SAMPLES, SmartTurnModel
 
 FINISHED_COMMANDS = [
     # beside each: the probability this module measured for the whole clip

@@ -1,18 +1,46 @@
-"""SessionStore against a real SQLite file: round trips, ordering, durability and concurrent writes."""
+"""SessionStore on both backends, for real: a SQLite file and a PostgreSQL server started for the run.
+
+Round trips, ordering, durability and concurrent writes hold alike on both; the SQLite-only
+tests check its file settings (WAL, synchronous=NORMAL) and its group-committed writes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import sqlite3
+import uuid
 
+import asyncpg
 import pytest
 
-from serve_app.store import SessionStore
+from serve_app.store import SessionStore, SqliteStore
+from tests.postgres_server import PostgresServer
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request, tmp_path):
+    if request.param == "sqlite":
+        opened = await SessionStore.open(tmp_path / "db" / "sessions.sqlite3")
+    else:
+        server = request.getfixturevalue("postgres")
+        database = f"t{uuid.uuid4().hex[:12]}"  # a fresh database per test on the module's server
+        admin = await asyncpg.connect(server.url)
+        await admin.execute(f"CREATE DATABASE {database}")
+        await admin.close()
+        opened = await SessionStore.open(server.url.rsplit("/", 1)[0] + "/" + database)
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture
-async def store(tmp_path):
+async def sqlite_store(tmp_path):
     opened = await SessionStore.open(tmp_path / "db" / "sessions.sqlite3")
     yield opened
     await opened.close()
@@ -24,11 +52,14 @@ async def session_id(store):
     return "s1"
 
 
-async def test_open_creates_parent_dir_and_uses_wal(tmp_path):
+async def test_open_creates_parent_dir_and_uses_wal_with_normal_sync(tmp_path):
     path = tmp_path / "nested" / "deeper" / "store.sqlite3"
     store = await SessionStore.open(path)
+    assert isinstance(store, SqliteStore)
+    synchronous = await store._fetch_one("PRAGMA synchronous", ())
     await store.close()
     assert path.exists()
+    assert synchronous[0] == 1  # NORMAL: set per connection, so read on the store's own
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -234,8 +265,10 @@ async def test_reopened_store_sees_everything(tmp_path):
     assert after[0].state == "speaking" and after[1][0].full_content == "cut short"
 
 
-async def test_writes_are_committed_before_returning(tmp_path, store, session_id):
-    await store.add_message(session_id, "user", "visible to other connections")
+async def test_writes_are_committed_before_returning(tmp_path, sqlite_store):
+    store = sqlite_store
+    await store.create_session("s1", {})
+    await store.add_message("s1", "user", "visible to other connections")
     # A second, independent connection sees the row while the store is still open: it was committed.
     with sqlite3.connect(tmp_path / "db" / "sessions.sqlite3") as raw:
         assert raw.execute("SELECT content FROM messages").fetchall() == [("visible to other connections",)]
@@ -254,3 +287,41 @@ async def test_concurrent_turn_starts_get_distinct_indices(store, session_id):
     turn_ids = await asyncio.gather(*(store.start_turn(session_id) for _ in range(20)))
     assert len(set(turn_ids)) == 20
     assert [t.turn_index for t in await store.turns(session_id)] == list(range(20))
+
+
+async def test_state_and_timings_are_group_committed_and_announced_writes_commit_them(tmp_path, sqlite_store):
+    store = sqlite_store
+    await store.create_session("s1", {})
+    turn_id = await store.start_turn("s1")
+    db = tmp_path / "db" / "sessions.sqlite3"
+
+    def seen_elsewhere() -> tuple:
+        with sqlite3.connect(db) as raw:
+            return (raw.execute("SELECT state FROM sessions").fetchone()[0],
+                    raw.execute("SELECT first_audio_at FROM turns").fetchone()[0])
+
+    await store.set_state("s1", "speaking")
+    await store.record_turn(turn_id, first_audio_at=5.0)
+    assert (await store.get_session("s1")).state == "speaking"  # the store reads its own writes at once
+    assert seen_elsewhere() == ("idle", None)  # not yet committed: off the hot path
+    with pytest.raises(KeyError, match="unknown turn 999"):
+        await store.record_turn(999, stopped_at=1.0)  # still refused at once; the others stay pending
+    await store.add_message("s1", "user", "hello")  # an announced write commits everything before it
+    assert seen_elsewhere() == ("speaking", 5.0)
+
+    await store.set_state("s1", "listening")
+    await store._flusher  # the group commit, without any other write
+    assert seen_elsewhere() == ("listening", 5.0)
+
+
+async def test_pending_group_commit_survives_close(tmp_path):
+    path = tmp_path / "closing.sqlite3"
+    store = await SessionStore.open(path)
+    await store.create_session("s", {})
+    await store.set_state("s", "thinking")
+    await store.close()
+    reopened = await SessionStore.open(path)
+    try:
+        assert (await reopened.get_session("s")).state == "thinking"
+    finally:
+        await reopened.close()

@@ -52,7 +52,9 @@ STORYTELLER = ("You are a friendly storyteller. Answer every message with a long
 def graph(tmp_path_factory):
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/system_deps.sh (apt-get install chromium)")
-    with local_graph(tmp_path_factory.mktemp("db"), instructions=STORYTELLER, spoken_reply_tokens=120) as port:
+    # Serve's Python proxy here (RAY_SERVE_ENABLE_HA_PROXY=0), HAProxy in test_serve_graph: both data planes stay real
+    with local_graph(tmp_path_factory.mktemp("db"), haproxy=False, instructions=STORYTELLER,
+                     spoken_reply_tokens=120) as port:
         yield f"http://127.0.0.1:{port}/"
 
 

@@ -15,15 +15,17 @@ from ray.serve.handle import DeploymentHandle
 from deployments.llm import ChatRequest, LlmEvent
 from deployments.stt import Transcription
 from deployments.tts import SynthesisRequest
-from deployments.vad import VadRequest, VadResult
+from deployments.vad import SileroVad, VadRequest, VadResult
 from serve_app.clients.errors import as_service_error, guarded_stream
 
 
 class ServeModels:
     def __init__(self, *, vad: DeploymentHandle, stt: DeploymentHandle, llm: DeploymentHandle,
-                 tts: DeploymentHandle, vision: DeploymentHandle, timeout_s: float) -> None:
+                 tts: DeploymentHandle, vision: DeploymentHandle, timeout_s: float,
+                 local_vad: SileroVad | None = None) -> None:
         self.vad, self.stt, self.llm, self.tts, self.vision = vad, stt, llm, tts, vision
         self.timeout_s = timeout_s
+        self.local_vad = local_vad  # vad_placement: ingress, the same model without the hop
 
     async def _unary(self, phase: str, response):
         try:
@@ -36,6 +38,11 @@ class ServeModels:
             raise as_service_error(phase, error) from error
 
     async def detect_speech(self, request: VadRequest) -> VadResult:
+        if self.local_vad is not None:
+            try:
+                return await asyncio.wait_for(asyncio.to_thread(self.local_vad.run, request), self.timeout_s)
+            except Exception as error:
+                raise as_service_error("vad", error) from error
         return await self._unary("vad", self.vad.detect.remote(request))
 
     async def transcribe(self, pcm16k: np.ndarray) -> Transcription:

@@ -1,32 +1,17 @@
-"""Runs the end-of-turn model off the event loop, one shared model per ingress replica."""
+"""What the engine needs from an end-of-turn model: one probability per pause.
+
+The model runs in the TurnEnd deployment (deployments/turn_end.py); the ingress reaches it through
+``serve_app.clients.turn_end.TurnEndClient``, tests and tools through ``InProcessTurnEnd``.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from serve_app.session.smart_turn import SmartTurnModel
 
-logger = logging.getLogger(__name__)
-
-
-class SmartTurnRunner:
-    def __init__(self, model: SmartTurnModel) -> None:
-        self.model = model
-        self._lock = asyncio.Lock()  # one ONNX run at a time keeps a 2-core replica responsive
-
-    @classmethod
-    def load(cls, path: Path) -> SmartTurnRunner | None:
-        """The runner, or None (fixed-silence endpointing) when the model file is missing."""
-        try:
-            return cls(SmartTurnModel(path))
-        except FileNotFoundError as missing:
-            logger.warning("end-of-turn model unavailable, using fixed silence: %s", missing)
-            return None
-
-    async def completion_probability(self, audio_16k: np.ndarray) -> float:
-        async with self._lock:
-            return await asyncio.to_thread(self.model.completion_probability, audio_16k)
+class SmartTurnRunner(Protocol):
+    async def completion_probability(self, audio: np.ndarray) -> float:
+        """P(the user has finished their turn) for the turn's audio so far (16 kHz mono)."""
+        ...
