@@ -116,7 +116,8 @@ async def run(llm: LanguageModel, cases: list[Case], verbose: bool) -> list[Outc
         outcomes.append(outcome)
         if verbose:
             mark = "ok " if (outcome.call[0] if outcome.call else None) == case.tool else "BAD"
-            print(f"  {mark} {case.scenario:16s} {case.text[:52]:52s} -> {outcome.call} {outcome.seconds * 1000:.0f} ms")
+            print(f"  {mark} {case.scenario:16s} {case.text[:52]:52s} -> {outcome.call} {outcome.seconds * 1000:.0f} ms",
+                  flush=True)
     return outcomes
 
 
