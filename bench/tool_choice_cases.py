@@ -24,7 +24,7 @@ BUILTIN = [spec.schema() for spec in (TIME_SPEC, CALCULATOR_SPEC, WEATHER_SPEC)]
 
 SHOP = [
     function("lookup_order", "Look up a customer's order by its order number: status, items and delivery date.",
-             {"order_id": {"type": "string", "description": "the order number, e.g. 4417 or A-1093"}}, ["order_id"]),
+             {"order_id": {"type": "string", "description": "the order number, e.g. 1001 or B-20"}}, ["order_id"]),
     function("cancel_order", "Cancel a customer's order that has not shipped yet.",
              {"order_id": {"type": "string"}, "reason": {"type": "string"}}, ["order_id"]),
 ]
