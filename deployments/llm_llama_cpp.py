@@ -2,7 +2,9 @@
 
 Generation blocks, so it runs on one dedicated worker thread (a ``Llama`` is not re-entrant) and
 feeds the event loop through a queue; a stop event checked per token ends it when the stream is
-closed. Tool calls use the Hermes convention with grammar-constrained decoding (``tool_grammar``).
+closed. Tool calls use the Hermes convention with grammar-constrained decoding (``tool_grammar``);
+by default the model first names the tool a message needs, or none (``tool_decision``), and only then
+writes the call's arguments.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import codecs
 import contextlib
 import functools
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,9 +34,11 @@ from deployments.llm import (
     LlmOptions,
     TextDelta,
     ToolCallEvent,
+    chosen_function,
     offered_tools,
 )
 from deployments.llm_prompt_states import PromptStates
+from deployments.tool_decision import ANSWER, MAX_CHOICES, ChannelChooser, Decision, choice_context, decide
 from deployments.tool_grammar import (
     TEXT_ONLY_GRAMMAR,
     ReplyReader,
@@ -46,7 +51,9 @@ from deployments.tool_grammar import (
     tools_system_prompt,
 )
 
+logger = logging.getLogger(__name__)
 _END = object()
+_MARK = "\x00message\x00"  # where the user's message goes in a rendered choice prompt
 
 
 @dataclass
@@ -88,6 +95,7 @@ class LlamaCppBackend:
                 eos_token=self.llm.detokenize([self.llm.token_eos()], special=True).decode("utf-8", "replace"),
                 bos_token=self.llm.detokenize([self.llm.token_bos()], special=True).decode("utf-8", "replace"),
             )
+        self._chooser = ChannelChooser(self.llm) if options.tool_decision == "two_step" else None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
         self._turn = asyncio.Lock()
         self._running: asyncio.Future | None = None
@@ -99,22 +107,52 @@ class LlamaCppBackend:
 
     def info(self) -> dict[str, Any]:
         return {"n_ctx": self.options.n_ctx, "chat_template": "gguf" if self._template else "chatml",
-                "tool_calls": "hermes+grammar"}
+                "tool_calls": "hermes+grammar", "tool_decision": self.options.tool_decision}
 
     def _render(self, request: ChatRequest, tools: list[dict], mode: ToolMode) -> list[int]:
+        return self._tokens(self._plain(request.messages, tools, mode))
+
+    @staticmethod
+    def _plain(messages: list, tools: list[dict], mode: ToolMode) -> list[dict[str, str]]:
         system = None
         if mode != "text":
-            first = request.messages[0]
+            first = messages[0]
             system = tools_system_prompt(first.content if first.role == "system" else None, tools)
-        messages = plain_messages(request.messages, system)
+        return plain_messages(messages, system)
+
+    def _prompt_text(self, messages: list[dict[str, str]]) -> str:
         if self._template is None:
-            return self.llm.tokenize(_chatml(messages).encode("utf-8"), add_bos=True, special=True)
+            return _chatml(messages)
         try:
-            prompt = self._template(messages=messages).prompt
+            return self._template(messages=messages).prompt
         except TemplateError as error:
             raise ModelInputError(f"the model's chat template refused the conversation: {error}",
                                   "invalid_request") from None
-        return self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+
+    def _tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        prompt = self._prompt_text(messages)
+        return self.llm.tokenize(prompt.encode("utf-8"), add_bos=self._template is None, special=True)
+
+    def _choice_prompts(self, request: ChatRequest, tools: list[dict],
+                        allow_answer: bool) -> tuple[list[str], list[list[int]], list[int]]:
+        """The choices' names, each choice's description as a system turn, and the user's message
+        with its end of turn, all in the model's chat format."""
+        choices: list[dict | None] = [*tools, *([None] if allow_answer else [])]
+        names = [t["function"]["name"] if t else ANSWER for t in choices]
+        contexts, end = [], ""
+        for choice in choices:
+            prompt = self._prompt_text([{"role": "system", "content": choice_context(choice)},
+                                        {"role": "user", "content": _MARK}])
+            head, end = prompt.split(_MARK, 1)
+            contexts.append(self.llm.tokenize(head.encode("utf-8"), add_bos=self._template is None, special=True))
+        text = (request.messages[-1].content or "").strip()
+        body = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        closed = self.llm.tokenize((text + end).encode("utf-8"), add_bos=False, special=True)
+        return names, contexts, closed[: len(body) + 1]
+
+    def _decide(self, names: list[str], contexts: list[list[int]], message: list[int]) -> Decision:
+        """Worker thread: which of ``names`` the user's message needs."""
+        return decide(names, self._chooser.score(contexts, message), self.options.tool_margin)
 
     def _grammar(self, text: str | None) -> llama_cpp.LlamaGrammar | None:
         if text is None:
@@ -182,8 +220,27 @@ class LlamaCppBackend:
         text_only = self._grammar(TEXT_ONLY_GRAMMAR if markup or tools else None)
         grammar = self._grammar(tool_call_grammar(tools, mode, self.options.max_tool_calls)) or text_only
         budget = min(request.max_tokens, room)
+        reply_tools, reply_mode, temperature = tools, mode, request.temperature
+        two_step = self.options.tool_decision == "two_step" and mode != "text" and chosen_function(request) is None
         async with self._turn:
-            job, reader = _Generation(prompt_tokens, budget, request.temperature, grammar), ReplyReader(tools, mode)
+            if two_step and request.messages[-1].role == "tool":
+                # a small model only repeats the call it just made: with its result in hand, it answers
+                reply_tools, reply_mode = [], "text"
+            elif two_step and request.messages[-1].role == "user" and len(tools) < MAX_CHOICES:
+                names, contexts, message = self._choice_prompts(request, tools, mode == "auto")
+                decision = await asyncio.get_running_loop().run_in_executor(
+                    self._worker, self._decide, names, contexts, message)
+                logger.debug("tool decision %s from %s", decision.tool, decision.scores)
+                if decision.tool is None:
+                    reply_tools, reply_mode = [], "text"
+                else:
+                    # the arguments are read off the conversation, not invented: decode greedily
+                    reply_tools = [t for t in tools if t["function"]["name"] == decision.tool]
+                    reply_mode, temperature = "required", 0.0
+            if reply_tools is not tools:
+                grammar = self._grammar(tool_call_grammar(reply_tools, reply_mode, 1)) or text_only
+            job = _Generation(prompt_tokens, budget, temperature, grammar)
+            reader = ReplyReader(reply_tools, reply_mode)
             async with contextlib.aclosing(self._reply_text(job, reader)) as deltas:
                 async for delta in deltas:
                     yield delta

@@ -21,6 +21,7 @@ from deployments.llm import (
     ToolCallEvent,
 )
 from deployments.llm_openai import ChunkAssembler
+from deployments.tool_decision import ANSWER_CONTEXT, choice_context
 from deployments.tool_grammar import ReplyReader, parse_tool_calls, plain_messages
 from tests.fake_ollama import FakeReply
 
@@ -52,6 +53,12 @@ def assert_one_done_last(events) -> ChatDone:
 @pytest.fixture
 def smollm():
     return LanguageModel.func_or_class()
+
+
+@pytest.fixture
+def two_step_smollm():
+    """The embedded model with the opt-in two-step tool decision (deployments/tool_decision.py)."""
+    return LanguageModel.func_or_class(LlmOptions(tool_decision="two_step"))
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +102,11 @@ async def test_named_tool_choice_forces_that_function_with_typed_arguments(smoll
     assert arguments["minutes"] == 5
 
 
-async def test_auto_replies_are_plain_text_or_well_formed_calls(smollm):
+@pytest.mark.parametrize("decision", ["two_step", "one_pass"])
+async def test_auto_replies_are_plain_text_or_well_formed_calls(decision):
+    model = LanguageModel.func_or_class(LlmOptions(tool_decision=decision))
     for _ in range(3):
-        events = await collect(smollm.chat({"messages": PARIS, "tools": [WEATHER], "max_tokens": 40}))
+        events = await collect(model.chat({"messages": PARIS, "tools": [WEATHER], "max_tokens": 40}))
         assert_one_done_last(events)
         calls = [e.call for e in events if isinstance(e, ToolCallEvent)]
         for call in calls:
@@ -192,6 +201,37 @@ async def test_model_keeps_answering_after_bad_input(shared_smollm):
     events = await collect(shared_smollm.chat({"messages": PARIS, "max_tokens": 6}))
     assert assert_one_done_last(events) and texts(events)
     assert (await shared_smollm.info())["model"] == "SmolLM2-135M-Instruct.Q4_1"
+
+
+async def test_the_two_step_decision_chooses_the_tool_a_request_needs_and_fills_its_arguments(two_step_smollm):
+    smollm = two_step_smollm
+    for messages, tool, key, value in [(PARIS, "get_weather", "city", "paris"),
+                                       ([{"role": "user", "content": "start a timer for 5 minutes"}],
+                                        "set_timer", "minutes", 5)]:
+        events = await collect(smollm.chat({"messages": messages, "tools": [WEATHER, TIMER], "max_tokens": 64}))
+        calls = [e.call for e in events if isinstance(e, ToolCallEvent)]
+        assert [c.name for c in calls] == [tool] and not texts(events)
+        assert assert_one_done_last(events).finish_reason == "tool_calls"
+        arguments = json.loads(calls[0].arguments)
+        jsonschema.validate(arguments, next(t for t in (WEATHER, TIMER) if t["function"]["name"] == tool)
+                            ["function"]["parameters"])
+        assert (arguments[key].lower() if isinstance(value, str) else arguments[key]) == value
+
+
+@pytest.mark.parametrize("decision", ["two_step", "one_pass"])
+async def test_chit_chat_with_tools_offered_is_answered_in_words(decision):
+    smollm = LanguageModel.func_or_class(LlmOptions(tool_decision=decision))
+    for text in ("Hi there, how are you today?", "Who wrote Romeo and Juliet?"):
+        events = await collect(smollm.chat({"messages": [{"role": "user", "content": text}],
+                                            "tools": [WEATHER, TIMER], "max_tokens": 24}))
+        assert not [e for e in events if isinstance(e, ToolCallEvent)] and texts(events).strip()
+
+
+def test_each_choice_is_described_by_the_declared_tool_alone():
+    assert choice_context(WEATHER) == "The user needs the tool get_weather: Get the current weather for a city"
+    undescribed = {"type": "function", "function": {"name": "ping", "parameters": {"type": "object"}}}
+    assert choice_context(undescribed) == "The user needs the tool ping: ping"
+    assert choice_context(None) == ANSWER_CONTEXT
 
 
 # --- Hermes rendering and reply reading (no model) ------------------------------------------------

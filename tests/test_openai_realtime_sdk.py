@@ -2,8 +2,8 @@
 `client.beta.realtime`) against a real uvicorn server with the real models in-process.
 
 Every event received is validated against the SDK's own pydantic server-event union and, for GA,
-against Pipecat's known-event table (tests/realtime_harness.py). Tool calls come from a scripted
-Ollama (SmolLM2-135M never chooses a tool by itself).
+against Pipecat's known-event table (tests/realtime_harness.py). Tool calls here come from a scripted
+Ollama; the embedded model's own are in tests/test_embedded_tool_use.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Tool rounds and model-service failures in a session, with the LLM served by a (fake) Ollama.
 
-SmolLM2-135M never chooses a tool by itself (measured in test_llm), so the tool loop is driven by
-scripted Ollama replies at its HTTP boundary: the only fake the project allows.
+Parallel and chained calls are more than the embedded SmolLM2-135M makes (it decides one call per
+turn: tests/test_embedded_tool_use.py), so these tool loops are driven by scripted Ollama replies at
+its HTTP boundary: the only fake the project allows.
 """
 
 from __future__ import annotations
