@@ -10,7 +10,7 @@ from serve_app.session.context import ConversationContext
 from serve_app.session.events import AudioOut, LlmToken, Outgoing, Pong
 from serve_app.session.outbox import Outbox
 from serve_app.session.response import Response, ResponseSettings, SpokenSentence
-from serve_app.session.sentences import SentenceSplitter
+from serve_app.session.sentences import SentenceSplitter, spoken_form
 from serve_app.session.speculation import HeldHost
 
 
@@ -107,6 +107,12 @@ def test_a_long_first_sentence_without_a_comma_is_cut_after_eight_words():
 
 def test_a_short_first_sentence_is_not_cut_at_its_comma():
     assert split("Sure, I can help. Ask away.") == ["Sure, I can help.", "Ask away."]
+
+
+def test_markdown_is_not_read_aloud():
+    assert spoken_form("* **Docker** and `AWS Lambda`") == "Docker and AWS Lambda"
+    assert spoken_form("## Steps\n- first, see [the docs](http://x.y/z)") == "Steps first, see the docs"
+    assert spoken_form("**") == "" and spoken_form("It costs 5-10 dollars.") == "It costs 5-10 dollars."
 
 
 # ---- heard text: what a barge-in keeps -------------------------------------------------------

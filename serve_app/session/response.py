@@ -31,7 +31,7 @@ from serve_app.session.events import (
     ToolCallFinished,
     ToolCallStarted,
 )
-from serve_app.session.sentences import SentenceSplitter
+from serve_app.session.sentences import SentenceSplitter, spoken_form
 from serve_app.session.tools import BuiltinTools, ToolError
 
 logger = logging.getLogger(__name__)
@@ -264,11 +264,11 @@ class Response:
 
     async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:
         while (text := await sentences.get()) is not None:
-            if self.tts_failed or not self.settings.speak:
+            if self.tts_failed or not self.settings.speak or not (words := spoken_form(text)):
                 continue
             sentence = SpokenSentence(text, start_ms=self.audio_sent_ms)
             self.sentences.append(sentence)
-            request = SynthesisRequest(text=text, sample_rate=self.settings.output_rate, voice=self.settings.voice)
+            request = SynthesisRequest(text=words, sample_rate=self.settings.output_rate, voice=self.settings.voice)
             try:
                 async for chunk in self.services.synthesize(request):
                     await self._send_audio(chunk, sentence)

@@ -13,6 +13,7 @@ _BOUNDARY = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n+")
 _CLAUSE = re.compile(r"(?<=[,;:])\s+|\s+[-–—]+\s+")
 _ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "e.g.", "i.e.", "etc.", "prof.", "jr.", "sr."}
 MIN_SENTENCE_CHARS = 8  # "Yes." alone is fine to speak, but "3." from a list is not worth a TTS call
+_MARKUP = re.compile(r"[*_`#>|~]+|^\s*[-+]\s+|\[([^\]]*)\]\([^)]*\)", re.MULTILINE)
 FIRST_CLAUSE_MIN_WORDS = 3
 FIRST_PIECE_MAX_WORDS = 8
 
@@ -61,3 +62,9 @@ class SentenceSplitter:
         rest, self._pending = self._pending.strip(), ""
         self._first = False
         return [rest] if rest else []
+
+
+def spoken_form(text: str) -> str:
+    """The words of a piece without its Markdown: Piper reads "**Docker**" as "asterisk asterisk
+    Docker asterisk asterisk", which tripled the length of a list-shaped reply."""
+    return " ".join(_MARKUP.sub(lambda m: m.group(1) or " ", text).split())
