@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 
+from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket
 
 from serve_app.clients.models import ModelServices
@@ -26,14 +27,21 @@ from serve_app.settings import ServerOptions
 from serve_app.store import SessionStore
 
 POLICY_VIOLATION = 1008
+# Browsers cannot set headers on a WebSocket handshake. They offer these subprotocols instead (the
+# server selects the first), which keeps the key out of URLs, hence out of access logs and history.
+NATIVE_SUBPROTOCOL = "openrealtime"
+KEY_SUBPROTOCOL_PREFIX = "openrealtime.api-key."
 
 
-def presented_key(websocket: WebSocket) -> str | None:
-    """Browsers cannot set headers on a WebSocket handshake, hence the query parameter."""
-    header = websocket.headers.get("authorization", "")
+def presented_key(connection: HTTPConnection) -> str | None:
+    """``Authorization: Bearer``, the key subprotocol, or (older clients) the ``api_key`` query parameter."""
+    header = connection.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip()
-    return websocket.query_params.get("api_key")
+    for offered in connection.scope.get("subprotocols", []):
+        if offered.startswith(KEY_SUBPROTOCOL_PREFIX):
+            return offered[len(KEY_SUBPROTOCOL_PREFIX):]
+    return connection.query_params.get("api_key")
 
 
 def key_accepted(keys: list[str], presented: str | None) -> bool:
@@ -60,17 +68,21 @@ class SessionHost:
                 self.store = await SessionStore.open(self.options.store_url or self.options.session.database_path())
                 self.ticker = VadTicker(self.models.detect_speech, self.options.session.vad_tick_ms / 1000)
 
-    def new_session(self) -> Session:
+    def new_session(self, api_key: str | None = None) -> Session:
+        """``api_key``: the key the client presented; with keys configured, its sessions are that key's."""
         return Session(self.models, self.store, self.options.session, vad_ticker=self.ticker,
-                       smart_turn=self.smart_turn, registry=self.sessions, stt_load=self.stt_load)
+                       smart_turn=self.smart_turn, registry=self.sessions, stt_load=self.stt_load,
+                       api_key=api_key if self.options.api_keys else None)
 
     async def serve_native(self, websocket: WebSocket) -> None:
-        await websocket.accept()
-        if not key_accepted(self.options.api_keys, presented_key(websocket)):
+        offered = websocket.scope.get("subprotocols", [])
+        await websocket.accept(subprotocol=NATIVE_SUBPROTOCOL if NATIVE_SUBPROTOCOL in offered else None)
+        key = presented_key(websocket)
+        if not key_accepted(self.options.api_keys, key):
             await websocket.close(code=POLICY_VIOLATION, reason="invalid or missing API key")
             return
         await self._ready()
-        await NativeAdapter(websocket, self.new_session()).run()
+        await NativeAdapter(websocket, self.new_session(key)).run()
 
     async def serve_openai(self, websocket: WebSocket) -> None:
         """``GET /v1/realtime``: the OpenAI Realtime protocol over the same sessions."""
@@ -88,7 +100,7 @@ class SessionHost:
             await websocket.close(code=POLICY_VIOLATION, reason=message[:120])
             return
         await self._ready()
-        await RealtimeAdapter(websocket, self.new_session(), handshake).run()
+        await RealtimeAdapter(websocket, self.new_session(handshake.api_key), handshake).run()
 
     async def close(self) -> None:
         async with self._lock:

@@ -35,6 +35,7 @@ TURN_COLUMNS = ("speech_end_at", "transcript_at", "first_token_at", "first_audio
                 "stopped_at", "interrupted", "turn_end_at", "prompt_tokens", "cached_tokens")
 # columns added after the first release, with their types: added to older database files on open
 _ADDED_TURN_COLUMNS = {"turn_end_at": "REAL", "prompt_tokens": "INTEGER", "cached_tokens": "INTEGER"}
+_ADDED_SESSION_COLUMNS = {"resume_token_hash": "TEXT", "owner_key_hash": "TEXT"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -42,7 +43,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     state TEXT NOT NULL,
-    config_json TEXT NOT NULL
+    config_json TEXT NOT NULL,
+    resume_token_hash TEXT,
+    owner_key_hash TEXT
 );
 CREATE TABLE IF NOT EXISTS turns (
     id INTEGER PRIMARY KEY,
@@ -109,6 +112,10 @@ class StoredSession:
     updated_at: float
     state: str
     config: dict[str, Any]
+    resume_token_hash: str | None = None
+    """A digest of the secret that resumes the session (serve_app/session/ownership.py), never the secret."""
+    owner_key_hash: str | None = None
+    """A digest of the API key that created the session, when keys were configured."""
 
 
 @dataclass(frozen=True)
@@ -197,8 +204,14 @@ class SessionStore(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
-    async def create_session(self, session_id: str, config: dict[str, Any],
-                             state: str = "idle") -> StoredSession: ...
+    async def create_session(self, session_id: str, config: dict[str, Any], state: str = "idle", *,
+                             resume_token_hash: str | None = None,
+                             owner_key_hash: str | None = None) -> StoredSession: ...
+
+    @abstractmethod
+    async def rotate_resume_token(self, session_id: str, current_hash: str, new_hash: str) -> bool:
+        """Replace the resume token's digest if ``current_hash`` is the stored one, atomically, so of two
+        clients presenting the same token only one wins; False (and nothing changed) otherwise."""
 
     @abstractmethod
     async def get_session(self, session_id: str) -> StoredSession | None: ...
@@ -230,7 +243,8 @@ class SessionStore(ABC):
                             message_id: int | None = None) -> None: ...
 
     @abstractmethod
-    async def finish_tool_call(self, call_id: str, result_json: str, status: str) -> None: ...
+    async def finish_tool_call(self, session_id: str, call_id: str, result_json: str, status: str) -> None:
+        """End ``session_id``'s call ``call_id``; another session's call of that id is not found (KeyError)."""
 
     @abstractmethod
     async def tool_calls(self, session_id: str) -> list[StoredToolCall]: ...
@@ -287,6 +301,7 @@ class SqliteStore(SessionStore):
             await db.execute("PRAGMA foreign_keys=ON")
             await db.executescript(SCHEMA)
             await _add_missing_columns(db, "turns", _ADDED_TURN_COLUMNS)
+            await _add_missing_columns(db, "sessions", _ADDED_SESSION_COLUMNS)
         except BaseException:
             await db.close()
             raise
@@ -302,24 +317,31 @@ class SqliteStore(SessionStore):
 
     # sessions
 
-    async def create_session(self, session_id: str, config: dict[str, Any], state: str = "idle") -> StoredSession:
+    async def create_session(self, session_id: str, config: dict[str, Any], state: str = "idle", *,
+                             resume_token_hash: str | None = None,
+                             owner_key_hash: str | None = None) -> StoredSession:
         now = time.time()
         async with self._write() as db:
             try:
                 await db.execute(
-                    "INSERT INTO sessions (id, created_at, updated_at, state, config_json) VALUES (?, ?, ?, ?, ?)",
-                    (session_id, now, now, state, json.dumps(config)),
+                    "INSERT INTO sessions (id, created_at, updated_at, state, config_json, resume_token_hash,"
+                    " owner_key_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (session_id, now, now, state, json.dumps(config), resume_token_hash, owner_key_hash),
                 )
             except sqlite3.IntegrityError as exc:
                 raise ValueError(f"session {session_id!r} already exists") from exc
-        return StoredSession(session_id, now, now, state, config)
+        return StoredSession(session_id, now, now, state, config, resume_token_hash, owner_key_hash)
 
     async def get_session(self, session_id: str) -> StoredSession | None:
         row = await self._fetch_one("SELECT * FROM sessions WHERE id = ?", (session_id,))
-        if row is None:
-            return None
-        return StoredSession(row["id"], row["created_at"], row["updated_at"], row["state"],
-                             json.loads(row["config_json"]))
+        return None if row is None else _session(row)
+
+    async def rotate_resume_token(self, session_id: str, current_hash: str, new_hash: str) -> bool:
+        async with self._write() as db:
+            cursor = await db.execute(
+                "UPDATE sessions SET resume_token_hash = ?, updated_at = ? WHERE id = ? AND resume_token_hash = ?",
+                (new_hash, time.time(), session_id, current_hash))
+            return cursor.rowcount == 1
 
     async def set_state(self, session_id: str, state: str) -> None:
         async with self._write(durable=False) as db:
@@ -413,13 +435,13 @@ class SqliteStore(SessionStore):
             except sqlite3.IntegrityError as exc:
                 raise ValueError(f"tool call {call_id!r} already exists") from exc
 
-    async def finish_tool_call(self, call_id: str, result_json: str, status: str) -> None:
+    async def finish_tool_call(self, session_id: str, call_id: str, result_json: str, status: str) -> None:
         _check_choice("tool call status", status, TOOL_CALL_STATUSES)
         async with self._write() as db:
             cursor = await db.execute(
-                "UPDATE tool_calls SET result_json = ?, status = ?, finished_at = ? WHERE call_id = ?",
-                (result_json, status, time.time(), call_id))
-            _require_row(cursor.rowcount, f"unknown tool call {call_id!r}")
+                "UPDATE tool_calls SET result_json = ?, status = ?, finished_at = ? WHERE session_id = ? AND call_id = ?",
+                (result_json, status, time.time(), session_id, call_id))
+            _require_row(cursor.rowcount, f"unknown tool call {call_id!r} in session {session_id!r}")
 
     async def tool_calls(self, session_id: str) -> list[StoredToolCall]:
         rows = await self._fetch_all("SELECT * FROM tool_calls WHERE session_id = ? ORDER BY id", (session_id,))
@@ -550,6 +572,11 @@ def _require_row(rowcount: int, message: str) -> None:
 def _check_choice(what: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{what} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _session(row: Any) -> StoredSession:
+    return StoredSession(row["id"], row["created_at"], row["updated_at"], row["state"], json.loads(row["config_json"]),
+                         row["resume_token_hash"], row["owner_key_hash"])
 
 
 def _message(row: aiosqlite.Row) -> StoredMessage:

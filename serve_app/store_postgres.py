@@ -30,6 +30,7 @@ from serve_app.store import (
     _message,
     _message_changes,
     _require_row,
+    _session,
     _turn_values,
 )
 
@@ -39,8 +40,12 @@ CREATE TABLE IF NOT EXISTS sessions (
     created_at DOUBLE PRECISION NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL,
     state TEXT NOT NULL,
-    config_json TEXT NOT NULL
+    config_json TEXT NOT NULL,
+    resume_token_hash TEXT,
+    owner_key_hash TEXT
 );
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS resume_token_hash TEXT;
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS owner_key_hash TEXT;
 CREATE TABLE IF NOT EXISTS turns (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
@@ -132,23 +137,29 @@ class PostgresStore(SessionStore):
 
     # sessions
 
-    async def create_session(self, session_id: str, config: dict[str, Any], state: str = "idle") -> StoredSession:
+    async def create_session(self, session_id: str, config: dict[str, Any], state: str = "idle", *,
+                             resume_token_hash: str | None = None,
+                             owner_key_hash: str | None = None) -> StoredSession:
         now = time.time()
         async with self._write() as db:
             try:
                 await db.execute(
-                    "INSERT INTO sessions (id, created_at, updated_at, state, config_json) VALUES ($1, $2, $3, $4, $5)",
-                    session_id, now, now, state, json.dumps(config))
+                    "INSERT INTO sessions (id, created_at, updated_at, state, config_json, resume_token_hash,"
+                    " owner_key_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    session_id, now, now, state, json.dumps(config), resume_token_hash, owner_key_hash)
             except asyncpg.UniqueViolationError as exc:
                 raise ValueError(f"session {session_id!r} already exists") from exc
-        return StoredSession(session_id, now, now, state, config)
+        return StoredSession(session_id, now, now, state, config, resume_token_hash, owner_key_hash)
 
     async def get_session(self, session_id: str) -> StoredSession | None:
         row = await self._pool.fetchrow("SELECT * FROM sessions WHERE id = $1", session_id)
-        if row is None:
-            return None
-        return StoredSession(row["id"], row["created_at"], row["updated_at"], row["state"],
-                             json.loads(row["config_json"]))
+        return None if row is None else _session(row)
+
+    async def rotate_resume_token(self, session_id: str, current_hash: str, new_hash: str) -> bool:
+        status = await self._pool.execute(
+            "UPDATE sessions SET resume_token_hash = $1, updated_at = $2 WHERE id = $3 AND resume_token_hash = $4",
+            new_hash, time.time(), session_id, current_hash)
+        return _count(status) == 1
 
     async def set_state(self, session_id: str, state: str) -> None:
         status = await self._pool.execute("UPDATE sessions SET state = $1, updated_at = $2 WHERE id = $3",
@@ -220,12 +231,12 @@ class PostgresStore(SessionStore):
             except asyncpg.UniqueViolationError as exc:
                 raise ValueError(f"tool call {call_id!r} already exists") from exc
 
-    async def finish_tool_call(self, call_id: str, result_json: str, status: str) -> None:
+    async def finish_tool_call(self, session_id: str, call_id: str, result_json: str, status: str) -> None:
         _check_choice("tool call status", status, TOOL_CALL_STATUSES)
         result = await self._pool.execute(
-            "UPDATE tool_calls SET result_json = $1, status = $2, finished_at = $3 WHERE call_id = $4",
-            result_json, status, time.time(), call_id)
-        _require_row(_count(result), f"unknown tool call {call_id!r}")
+            "UPDATE tool_calls SET result_json = $1, status = $2, finished_at = $3 WHERE session_id = $4 AND call_id = $5",
+            result_json, status, time.time(), session_id, call_id)
+        _require_row(_count(result), f"unknown tool call {call_id!r} in session {session_id!r}")
 
     async def tool_calls(self, session_id: str) -> list[StoredToolCall]:
         rows = await self._pool.fetch("SELECT * FROM tool_calls WHERE session_id = $1 ORDER BY id", session_id)

@@ -132,7 +132,8 @@ def test_resume_after_disconnect_mid_answer_shows_the_stored_history(models, sma
     with LiveServer(build_app(host)) as server:
         with connect(f"{server.ws_url}/ws") as ws:
             ws.send(json.dumps({"type": "start_conversation"}))
-            session_id = _recv_until(ws, "session_started")[-1]["sessionId"]
+            started = _recv_until(ws, "session_started")[-1]
+            session_id = started["sessionId"]
             ws.send(json.dumps({"type": "user_message", "text": "Tell me a long story about a lighthouse keeper."}))
             frames, audio_s = [], 0.0
             while audio_s < 2.0:  # let about two seconds of the answer play, then drop the socket
@@ -141,7 +142,8 @@ def test_resume_after_disconnect_mid_answer_shows_the_stored_history(models, sma
             seen_tokens = "".join(f["token"] for f in frames if f["type"] == "llm_token")
         # the first socket is gone mid-answer; the engine stores the cut reply before it lets go
         with connect(f"{server.ws_url}/ws") as ws:
-            ws.send(json.dumps({"type": "resume_session", "sessionId": session_id}))
+            ws.send(json.dumps({"type": "resume_session", "sessionId": session_id,
+                                "resumeToken": started["resumeToken"]}))
             resumed = _recv_until(ws, "session_resumed")[-1]
 
     assert resumed["sessionId"] == session_id and resumed["state"] == "listening"

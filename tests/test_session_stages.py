@@ -213,7 +213,7 @@ async def store(tmp_path):
 
 async def test_conversation_writes_every_turn_through_the_store(store):
     conversation = Conversation(store, ConversationContext(16, 6000))
-    await conversation.open("s1", SessionSettings(voice="joe"))
+    await conversation.create("s1", SessionSettings(voice="joe"))
     await conversation.start_turn()
     await conversation.add("user", "what time is it", "msg_user")
     call = ToolCall(id="call_1", name="get_time", arguments="{}")
@@ -237,7 +237,7 @@ async def test_conversation_writes_every_turn_through_the_store(store):
 async def test_a_resumed_conversation_has_its_history_and_the_adapters_settings(store):
     first = Conversation(store, ConversationContext(16, 6000))
     native = NativeConfig.model_validate({"binaryAudio": True, "audioFormat": "mulaw", "inputSampleRate": 8000})
-    await first.open("s1", native.settings())
+    await first.create("s1", native.settings())
     await first.add("user", "hello", None)
     await first.store_reply("hi there")
 
@@ -252,7 +252,7 @@ async def test_a_resumed_conversation_has_its_history_and_the_adapters_settings(
 
 async def test_a_client_tool_result_message_finishes_its_stored_call(store):
     conversation = Conversation(store, ConversationContext(16, 6000))
-    await conversation.open("s1", SessionSettings())
+    await conversation.create("s1", SessionSettings())
     await conversation.store_tool_call(ToolCall(id="call_9", name="lookup", arguments="{}"))
     await conversation.add_client_message(ChatMessage(role="tool", tool_call_id="call_9", content="42"), "item_1",
                                           None)

@@ -140,7 +140,7 @@ async def test_a_partial_is_not_asked_while_a_final_transcript_is_outstanding():
 async def conversation(tmp_path):
     store = await SessionStore.open(tmp_path / "sessions.sqlite3")
     opened = Conversation(store, ConversationContext(16, 6000))
-    await opened.open("s1", SessionSettings())
+    await opened.create("s1", SessionSettings())
     yield opened
     await store.close()
 

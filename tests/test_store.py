@@ -126,7 +126,7 @@ async def test_writes_to_unknown_rows_raise_key_error(store, session_id):
     with pytest.raises(KeyError, match="unknown message 999"):
         await store.update_message(999, content="x")
     with pytest.raises(KeyError, match="unknown tool call"):
-        await store.finish_tool_call("nope", "{}", "ok")
+        await store.finish_tool_call(session_id, "nope", "{}", "ok")
     with pytest.raises(KeyError, match="unknown turn 999"):
         await store.record_turn(999, stopped_at=1.0)
     with pytest.raises(KeyError, match="unknown turn 999"):
@@ -192,8 +192,8 @@ async def test_tool_call_round_trip(store, session_id):
     [pending, _] = await store.tool_calls(session_id)
     assert (pending.status, pending.result_json, pending.finished_at) == ("pending", None, None)
 
-    await store.finish_tool_call("c1", '{"result": 4}', "ok")
-    await store.finish_tool_call("c2", '{"error": "weather is not configured"}', "error")
+    await store.finish_tool_call(session_id, "c1", '{"result": 4}', "ok")
+    await store.finish_tool_call(session_id, "c2", '{"error": "weather is not configured"}', "error")
     first, second = await store.tool_calls(session_id)
     assert (first.call_id, first.name, first.message_id, first.status) == ("c1", "calculator", message.id, "ok")
     assert first.arguments_json == '{"expression": "2+2"}' and first.result_json == '{"result": 4}'
@@ -206,7 +206,70 @@ async def test_tool_call_ids_are_unique(store, session_id):
     with pytest.raises(ValueError, match="already exists"):
         await store.add_tool_call(session_id, "c1", "calculator", "{}")
     with pytest.raises(ValueError, match="status must be one of"):
-        await store.finish_tool_call("c1", "{}", "done")
+        await store.finish_tool_call(session_id, "c1", "{}", "done")
+
+
+async def test_a_tool_call_is_finished_only_by_its_own_session(store, session_id):
+    await store.create_session("intruder", {})
+    await store.add_tool_call(session_id, "c1", "calculator", "{}")
+    with pytest.raises(KeyError, match="unknown tool call 'c1' in session 'intruder'"):
+        await store.finish_tool_call("intruder", "c1", '{"result": "forged"}', "ok")
+    [call] = await store.tool_calls(session_id)
+    assert (call.status, call.result_json) == ("pending", None)
+
+
+async def test_resume_token_digest_rotates_only_from_the_current_one(store):
+    created = await store.create_session("owned", {}, resume_token_hash="h1", owner_key_hash="k1")
+    assert (created.resume_token_hash, created.owner_key_hash) == ("h1", "k1")
+    assert await store.get_session("owned") == created
+    assert not await store.rotate_resume_token("owned", "wrong", "h2")
+    assert not await store.rotate_resume_token("ghost", "h1", "h2")
+    assert (await store.get_session("owned")).resume_token_hash == "h1"
+    assert await store.rotate_resume_token("owned", "h1", "h2")
+    assert not await store.rotate_resume_token("owned", "h1", "h3")  # the old token no longer counts
+    assert (await store.get_session("owned")).resume_token_hash == "h2"
+
+
+async def test_of_two_rotations_from_one_token_only_one_wins(store):
+    await store.create_session("raced", {}, resume_token_hash="h1")
+    wins = await asyncio.gather(*(store.rotate_resume_token("raced", "h1", f"new{i}") for i in range(8)))
+    assert sorted(wins) == [False] * 7 + [True]
+
+
+async def test_a_session_file_from_before_resume_tokens_gains_the_columns(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # the sessions table as the first release wrote it
+        db.execute("CREATE TABLE sessions (id TEXT PRIMARY KEY, created_at REAL NOT NULL, updated_at REAL NOT NULL,"
+                   " state TEXT NOT NULL, config_json TEXT NOT NULL)")
+        db.execute("INSERT INTO sessions VALUES ('old', 1.0, 1.0, 'idle', '{}')")
+    store = await SessionStore.open(path)
+    try:
+        old = await store.get_session("old")
+        assert (old.resume_token_hash, old.owner_key_hash) == (None, None)
+        await store.create_session("new", {}, resume_token_hash="h")
+        assert (await store.get_session("new")).resume_token_hash == "h"
+    finally:
+        await store.close()
+
+
+async def test_a_postgres_database_from_before_resume_tokens_gains_the_columns(postgres):
+    database = f"t{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres.url)
+    await admin.execute(f"CREATE DATABASE {database}")
+    await admin.close()
+    url = postgres.url.rsplit("/", 1)[0] + "/" + database
+    old = await asyncpg.connect(url)
+    await old.execute("CREATE TABLE sessions (id TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL,"
+                      " updated_at DOUBLE PRECISION NOT NULL, state TEXT NOT NULL, config_json TEXT NOT NULL);"
+                      " INSERT INTO sessions VALUES ('old', 1.0, 1.0, 'idle', '{}')")
+    await old.close()
+    store = await SessionStore.open(url)
+    try:
+        assert (await store.get_session("old")).resume_token_hash is None
+        await store.create_session("new", {}, resume_token_hash="h", owner_key_hash="k")
+        assert await store.rotate_resume_token("new", "h", "h2")
+    finally:
+        await store.close()
 
 
 async def test_image_round_trip(store, session_id):
@@ -249,7 +312,7 @@ async def test_reopened_store_sees_everything(tmp_path):
     message = await store.add_message("s", "assistant", "", status="streaming", turn_id=turn_id)
     await store.update_message(message.id, content="cut", status="interrupted", full_content="cut short")
     await store.add_tool_call("s", "c1", "calculator", "{}", message_id=message.id)
-    await store.finish_tool_call("c1", "{}", "ok")
+    await store.finish_tool_call("s", "c1", "{}", "ok")
     await store.add_image("s", b"img", "image/jpeg", "p", "d")
     before = (await store.get_session("s"), await store.messages("s"), await store.tool_calls("s"),
               await store.images("s"), await store.turns("s"))

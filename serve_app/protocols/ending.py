@@ -10,6 +10,11 @@ from serve_app.session import events as ev
 from serve_app.session.engine import Session
 
 WRITER_DRAIN_S = 5.0
+# the session was resumed by another connection (with its resume token); HTTP's 409 Conflict, in the
+# 4000-4999 range RFC 6455 leaves to applications. Clients must not reconnect and resume on it, or
+# two tabs of one conversation would take it from each other for ever.
+TAKEN_OVER_CODE = 4409
+TAKEN_OVER_REASON = "session resumed elsewhere"
 
 
 async def end_session(session: Session, websocket: WebSocket, engine: asyncio.Task, writer: asyncio.Task) -> None:
@@ -24,5 +29,14 @@ async def end_session(session: Session, websocket: WebSocket, engine: asyncio.Ta
     if websocket.application_state is WebSocketState.CONNECTED:
         try:
             await websocket.close()
+        except (RuntimeError, WebSocketDisconnect):
+            pass
+
+
+async def close_taken_over(websocket: WebSocket) -> None:
+    """Close a socket whose session another connection took up; its reader then sees the disconnect."""
+    if websocket.application_state is WebSocketState.CONNECTED:
+        try:
+            await websocket.close(code=TAKEN_OVER_CODE, reason=TAKEN_OVER_REASON)
         except (RuntimeError, WebSocketDisconnect):
             pass

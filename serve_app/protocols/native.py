@@ -14,7 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from serve_app.protocols import native_wire as wire
-from serve_app.protocols.ending import end_session
+from serve_app.protocols.ending import close_taken_over, end_session
 from serve_app.protocols.native_config import NativeConfig
 from serve_app.session import events as ev
 from serve_app.session.engine import Session
@@ -117,7 +117,7 @@ class NativeAdapter:
                 where = ".".join(str(p) for p in first["loc"])
                 self._reject(f"invalid config: {where}: {first['msg']}", "invalid_config", "session")
                 return
-            submit(ev.StartConversation(message.session_id, config.settings()))
+            submit(ev.StartConversation(message.session_id, config.settings(), message.resume_token))
         elif isinstance(message, wire.StopConversationMsg):
             submit(ev.StopConversation())
         elif isinstance(message, wire.InterruptMsg):
@@ -125,7 +125,7 @@ class NativeAdapter:
         elif isinstance(message, wire.UserMessageMsg):
             submit(ev.UserText(message.text))
         elif isinstance(message, wire.ResumeSessionMsg):
-            submit(ev.ResumeSession(message.session_id))
+            submit(ev.ResumeSession(message.session_id, message.resume_token))
         elif isinstance(message, wire.ToolResultMsg):
             submit(ev.ToolResult(message.call_id, message.result))
         elif isinstance(message, wire.PingMsg):
@@ -147,11 +147,11 @@ class NativeAdapter:
             return wire.AudioChunkOutMsg(audio=base64.b64encode(pcm).decode(), chunk_index=event.chunk_index).wire()
         match event:
             case ev.SessionStarted():
-                out: wire._Out = wire.SessionStartedMsg(session_id=event.session_id,
+                out: wire._Out = wire.SessionStartedMsg(session_id=event.session_id, resume_token=event.resume_token,
                                                         config=NativeConfig.of(event.settings).wire())
             case ev.SessionResumed():
                 out = wire.SessionResumedMsg(session_id=event.session_id, state=event.state.value,
-                                             messages=event.messages)
+                                             messages=event.messages, resume_token=event.resume_token)
             case ev.StateChanged():
                 out = wire.StateChangeMsg(state=event.state.value)
             case ev.SpeechStarted():
@@ -188,6 +188,9 @@ class NativeAdapter:
 
     async def _write(self) -> None:
         while (item := await self.session.outbox.get()) is not None:
+            if isinstance(item.event, ev.SessionTakenOver):
+                await close_taken_over(self.websocket)
+                continue
             frame = self.render(item.event)
             if frame is None:
                 continue

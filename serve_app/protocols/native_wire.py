@@ -18,6 +18,7 @@ class StartConversationMsg(_Wire):
     type: Literal["start_conversation"]
     session_id: str | None = Field(None, alias="sessionId", max_length=128)
     config: dict[str, Any] | None = None
+    resume_token: str | None = Field(None, alias="resumeToken", max_length=128)  # with a stored sessionId
 
 
 class StopConversationMsg(_Wire):
@@ -48,6 +49,7 @@ class UserMessageMsg(_Wire):
 class ResumeSessionMsg(_Wire):
     type: Literal["resume_session"]
     session_id: str = Field(alias="sessionId", max_length=128)
+    resume_token: str | None = Field(None, alias="resumeToken", max_length=128)
 
 
 class ToolResultMsg(_Wire):
@@ -87,6 +89,7 @@ class _Out(_Wire):
 class SessionStartedMsg(_Out):
     type: Literal["session_started"] = "session_started"
     session_id: str = Field(alias="sessionId")
+    resume_token: str = Field(alias="resumeToken")
     config: dict[str, Any]
 
 
@@ -95,6 +98,7 @@ class SessionResumedMsg(_Out):
     session_id: str = Field(alias="sessionId")
     state: str
     messages: list[dict[str, Any]]
+    resume_token: str = Field(alias="resumeToken")
 
 
 class StateChangeMsg(_Out):

@@ -15,6 +15,7 @@ from deployments.llm import ChatMessage, ToolCall
 from serve_app.session.config import SessionSettings
 from serve_app.session.context import ConversationContext
 from serve_app.session.events import State
+from serve_app.session.ownership import digest, key_digest, key_matches, new_token
 from serve_app.store import SessionStore, StoredMessage, StoredSession
 
 
@@ -25,20 +26,49 @@ class Conversation:
         self.session_id: str | None = None
         self.config = SessionSettings()
         self.turn_id: int | None = None  # the store's row for the turn being answered
+        self._token_hash: str | None = None  # the digest of the resume token this connection last got
 
     # ---- the session's row ---------------------------------------------------------------
 
-    async def open(self, session_id: str, config: SessionSettings) -> None:
-        """Start ``session_id`` (new, or an old one with its history) with ``config``."""
-        if await self.store.get_session(session_id) is None:
-            await self.store.create_session(session_id, config.stored(), state=State.IDLE.value)
-        else:
-            await self.store.update_config(session_id, config.stored())
-            await self._load_history(session_id)
+    async def create(self, session_id: str, config: SessionSettings, api_key: str | None = None) -> str | None:
+        """A new session owned by this client (and ``api_key``); its resume token, or None if the id is taken."""
+        token = new_token()
+        try:
+            await self.store.create_session(session_id, config.stored(), state=State.IDLE.value,
+                                            resume_token_hash=digest(token), owner_key_hash=key_digest(api_key))
+        except ValueError:
+            return None
+        self.session_id, self.config, self._token_hash = session_id, config, digest(token)
+        self.context.messages = []
+        return token
+
+    async def reopen(self, session_id: str, config: SessionSettings) -> None:
+        """Start a claimed stored session again with a new ``config``, keeping its history."""
+        await self.store.update_config(session_id, config.stored())
+        await self._load_history(session_id)
         self.session_id, self.config = session_id, config
 
     async def exists(self, session_id: str) -> bool:
         return await self.store.get_session(session_id) is not None
+
+    async def claim(self, session_id: str, token: str | None, api_key: str | None = None) -> str | None:
+        """A new resume token for stored ``session_id`` if ``token`` is its current one and ``api_key`` the key
+        that created it; None, with nothing changed, otherwise. The connection that holds the session
+        (``session_id`` is this conversation's) needs no token: it renews its own."""
+        stored = await self.store.get_session(session_id)
+        if stored is None or stored.resume_token_hash is None:
+            return None  # unknown, or stored before sessions had owners: nobody can prove it is theirs
+        if session_id == self.session_id and self._token_hash is not None:
+            current = self._token_hash
+        elif token and key_matches(stored, api_key):
+            current = digest(token)
+        else:
+            return None
+        fresh = new_token()
+        if not await self.store.rotate_resume_token(session_id, current, digest(fresh)):
+            return None
+        self._token_hash = digest(fresh)
+        return fresh
 
     async def resume(self, session_id: str) -> StoredSession:
         """Take up a stored session: its config (the defaults if it no longer parses) and history."""
@@ -85,9 +115,10 @@ class Conversation:
                                      tool_call_id=message.tool_call_id, turn_id=self.turn_id)
         if message.role == "tool" and message.tool_call_id:
             try:
-                await self.store.finish_tool_call(message.tool_call_id, json.dumps(message.content), "ok")
+                await self.store.finish_tool_call(self.session_id, message.tool_call_id, json.dumps(message.content),
+                                                  "ok")
             except LookupError:
-                pass  # a result for a call this server never made (a client replaying its history)
+                pass  # not a call of this session's (a client replaying its history, or naming another's call)
         self.context.insert(message, message_id, after)
 
     async def store_reply(self, text: str, status: str = "complete") -> int:
@@ -102,7 +133,8 @@ class Conversation:
         await self.store.add_tool_call(self.session_id, call.id, call.name, call.arguments)
 
     async def finish_tool_call(self, call_id: str, result: Any, ok: bool) -> None:
-        await self.store.finish_tool_call(call_id, json.dumps(result, default=str), "ok" if ok else "error")
+        await self.store.finish_tool_call(self.session_id, call_id, json.dumps(result, default=str),
+                                          "ok" if ok else "error")
 
     async def record_turn(self, interrupted: bool, prompt_tokens: int, cached_tokens: int,
                           times: dict[str, float]) -> None:

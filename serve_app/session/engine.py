@@ -47,9 +47,11 @@ from serve_app.session.events import (
     RetryTurn,
     SessionResumed,
     SessionStarted,
+    SessionTakenOver,
     StartConversation,
     State,
     StopConversation,
+    TakenOver,
     ToolResult,
     TruncateReply,
     UserText,
@@ -77,8 +79,10 @@ TAKE_OVER_TIMEOUT_S = 10.0
 class Session:
     def __init__(self, services: ModelServices, store: SessionStore, options: SessionOptions, *,
                  vad_ticker: VadTicker | None, smart_turn: SmartTurnRunner | None,
-                 stt_load: TranscriptionLoad, registry: dict[str, Session] | None = None) -> None:
+                 stt_load: TranscriptionLoad, registry: dict[str, Session] | None = None,
+                 api_key: str | None = None) -> None:
         self.options, self.smart_turn = options, smart_turn
+        self.api_key = api_key  # the key this connection presented, when keys are configured: it owns what it makes
         self.registry = registry if registry is not None else {}  # live sessions by id, for take-over
         self.closed = asyncio.Event()
         self.channel = SessionChannel()
@@ -131,8 +135,10 @@ class Session:
         try:
             while True:
                 message = await self.channel.inbox.get()
-                if isinstance(message, Disconnected):
+                if isinstance(message, Disconnected | TakenOver):
                     await self._on_disconnect()
+                    if isinstance(message, TakenOver):
+                        self.channel.emit(SessionTakenOver())
                     return
                 try:
                     await self._handle(message)
@@ -173,7 +179,7 @@ class Session:
         elif isinstance(message, StartConversation):
             await self._start(message)
         elif isinstance(message, ResumeSession):
-            await self._resume(message.session_id)
+            await self._resume(message.session_id, message.resume_token)
         elif self.session_id is None:
             self.error("the conversation has not started", "session", "not_started")
         elif isinstance(message, AudioIn):
@@ -255,19 +261,33 @@ class Session:
 
     async def _start(self, command: StartConversation) -> None:
         config = command.settings  # the adapter parsed its wire's form of it
+        session_id = command.session_id or uuid.uuid4().hex
+        stored = await self.conversation.exists(session_id)
+        # someone else's session must not lose its socket, its response or its instructions: claim first
+        token = await self._claim(session_id, command.resume_token) if stored else None
+        if stored and token is None:
+            return
         if self.responder.busy:
             await self.responder.barge_in("manual")
-        session_id = command.session_id or uuid.uuid4().hex
         await self._take_over(session_id)
-        await self.conversation.open(session_id, config)
+        if stored:
+            await self.conversation.reopen(session_id, config)
+        else:
+            token = await self.conversation.create(session_id, config, self.api_key)
+            if token is None:  # another connection created this id a moment ago
+                self._refuse(session_id)
+                return
         self._open_audio()
-        self.channel.emit(SessionStarted(session_id, config))
+        self.channel.emit(SessionStarted(session_id, config, token))
         self.channel.state = State.IDLE
         await self.channel.set_state(State.LISTENING)
 
-    async def _resume(self, session_id: str) -> None:
+    async def _resume(self, session_id: str, resume_token: str | None) -> None:
         if not await self.conversation.exists(session_id):
             self.error(f"no session {session_id!r} to resume", "session", "session_not_found")
+            return
+        token = await self._claim(session_id, resume_token)
+        if token is None:
             return
         if self.responder.busy:
             await self.responder.barge_in("manual")
@@ -279,13 +299,27 @@ class Session:
         await self.conversation.record_state(state)
         self._open_audio()
         last = await self.conversation.last_messages(RESUME_MESSAGES)
-        self.channel.emit(SessionResumed(session_id, state, [message_wire(m) for m in last]))
+        self.channel.emit(SessionResumed(session_id, state, [message_wire(m) for m in last], token))
+
+    async def _claim(self, session_id: str, resume_token: str | None) -> str | None:
+        """A new resume token if this connection may take up stored ``session_id``; else an error, nothing more."""
+        token = await self.conversation.claim(session_id, resume_token, self.api_key)
+        if token is None:
+            self._refuse(session_id)
+        return token
+
+    def _refuse(self, session_id: str) -> None:
+        self.error(f"session {session_id!r} belongs to another client: taking it up needs its current resumeToken "
+                   "(and the API key that created it)", "session", "session_forbidden")
 
     async def _take_over(self, session_id: str) -> None:
-        """A socket that dropped may still be storing its last words: let it finish first."""
+        """The session's previous connection ends (storing what it cut) and its socket is closed; a socket
+        that already dropped may still be storing its last words, so it finishes first."""
+        if self.session_id and self.session_id != session_id and self.registry.get(self.session_id) is self:
+            del self.registry[self.session_id]  # this connection leaves the session it had
         previous = self.registry.get(session_id)
         if previous is not None and previous is not self:
-            previous.submit(Disconnected())
+            previous.submit(TakenOver())
             try:
                 await asyncio.wait_for(previous.closed.wait(), TAKE_OVER_TIMEOUT_S)
             except TimeoutError:

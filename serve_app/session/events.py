@@ -31,6 +31,7 @@ class State(str, Enum):
 class StartConversation:
     session_id: str | None
     settings: SessionSettings = field(default_factory=SessionSettings)
+    resume_token: str | None = None  # needed when session_id names a stored session (ownership.py)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class UserText:
 @dataclass
 class ResumeSession:
     session_id: str
+    resume_token: str | None = None
 
 
 @dataclass
@@ -86,6 +88,11 @@ class RetryTurn:
 @dataclass
 class Disconnected:
     pass
+
+
+@dataclass
+class TakenOver:
+    """The session was resumed on another connection: store what is cut, then end (SessionTakenOver)."""
 
 
 # ---- commands for clients that manage turns and the conversation themselves ----------------
@@ -144,7 +151,7 @@ class TruncateReply:
 
 Command = (
     StartConversation | StopConversation | Interrupt | AudioIn | ImageIn | UserText | ResumeSession
-    | ToolResult | Ping | RetryTurn | Disconnected | Configure | CommitAudio | ClearAudio | CreateResponse
+    | ToolResult | Ping | RetryTurn | Disconnected | TakenOver | Configure | CommitAudio | ClearAudio | CreateResponse
     | AddMessage | DeleteMessage | TruncateReply
 )
 
@@ -156,6 +163,7 @@ Command = (
 class SessionStarted:
     session_id: str
     settings: SessionSettings
+    resume_token: str | None = None  # the secret that resumes it; a new one on every start and resume
 
 
 @dataclass
@@ -163,6 +171,12 @@ class SessionResumed:
     session_id: str
     state: State
     messages: list[dict[str, Any]]
+    resume_token: str | None = None
+
+
+@dataclass
+class SessionTakenOver:
+    """The last event of a session another connection resumed; the adapter closes this socket."""
 
 
 @dataclass
@@ -309,7 +323,7 @@ Event = (
     SessionStarted | SessionResumed | StateChanged | SpeechStarted | SpeechStopped | TranscriptPartial
     | TranscriptFinal | LlmToken | LlmComplete | AudioOut | AudioComplete | ToolCallStarted | ToolCallFinished
     | VisionResult | Interrupted | StopSpeaking | ErrorEvent | Pong | UserAudioCommitted | TranscriptEmpty
-    | ResponseStarted | ResponseEnded | ReplyTruncated
+    | ResponseStarted | ResponseEnded | ReplyTruncated | SessionTakenOver
 )
 
 
