@@ -6,9 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, WebSocket
-from fastapi.responses import FileResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import FastAPI, HTTPException, Request, WebSocket
+from fastapi.responses import FileResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -16,6 +15,7 @@ from deployments.vad import SileroVad, VadOptions
 from serve_app.clients.serve_handles import ServeModels
 from serve_app.clients.turn_end import TurnEndClient
 from serve_app.host import SessionHost
+from serve_app.service_health import ServiceHealth, metrics_page
 from serve_app.settings import ServerOptions
 
 api = FastAPI(title="OpenRealtime")
@@ -37,6 +37,10 @@ class Ingress:
                                   timeout_s=session.model_timeout_s, local_vad=local_vad)
         smart_turn = TurnEndClient(turn_end, session.model_timeout_s) if session.turn_detection.smart_turn else None
         self.host = SessionHost(self.models, self.options, smart_turn)
+        self.health_report = ServiceHealth(
+            {name: _info_call(handle) for name, handle in self.handles.items()},
+            interval_s=self.options.health_interval_s, timeout_s=self.options.health_timeout_s,
+            fixed={"smart_turn": {"status": "ok" if smart_turn else "disabled"}})
 
     @api.websocket("/ws")
     async def native_session(self, websocket: WebSocket) -> None:
@@ -46,25 +50,9 @@ class Ingress:
     async def openai_realtime_session(self, websocket: WebSocket) -> None:
         await self.host.serve_openai(websocket)
 
-    async def _service_health(self, name: str, handle: DeploymentHandle) -> dict[str, Any]:
-        response = handle.info.remote()
-        try:
-            info = await asyncio.wait_for(response, self.options.health_timeout_s)
-            return {"status": "ok", **info}
-        except TimeoutError:
-            response.cancel()  # a local timeout does not reach the replica by itself
-            return {"status": "timeout"}
-        except Exception as error:  # noqa: BLE001 - health reports any failure as data
-            return {"status": "error", "error": f"{type(error).__name__}: {error}"[:300]}
-
     @api.get("/health")
     async def health(self) -> dict[str, Any]:
-        names = list(self.handles)
-        results = await asyncio.gather(*(self._service_health(n, self.handles[n]) for n in names))
-        services = dict(zip(names, results))
-        services["smart_turn"] = {"status": "ok" if self.host.smart_turn else "disabled"}
-        status = "ok" if all(r["status"] == "ok" for r in results) else "degraded"
-        return {"status": status, "services": services}
+        return await self.health_report.report()
 
     @api.get("/", include_in_schema=False)
     async def web_client(self) -> FileResponse:
@@ -78,9 +66,24 @@ class Ingress:
         return FileResponse(file, headers=NO_CACHE)
 
     @api.get("/metrics")
-    async def metrics(self) -> PlainTextResponse:
-        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(self, request: Request) -> Response:
+        return metrics_page(request, self.options.api_keys)
 
     async def __del__(self) -> None:
         """Serve drains sessions before this runs; everything was persisted as it happened."""
+        await self.health_report.close()
         await self.host.close()
+
+
+def _info_call(handle: DeploymentHandle):
+    """A deployment's ``info``, cancelled on the replica too when health stops waiting for it."""
+
+    async def info() -> Any:
+        response = handle.info.remote()
+        try:
+            return await response
+        except asyncio.CancelledError:
+            response.cancel()  # a local timeout does not reach the replica by itself
+            raise
+
+    return info

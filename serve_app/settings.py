@@ -11,6 +11,8 @@ from serve_app.session.options import SessionOptions
 
 class ServerOptions(BaseModel):
     health_timeout_s: float = Field(2.0, gt=0, description="how long /health waits for each model service")
+    health_interval_s: float = Field(10.0, ge=1, le=300, description="how often /health's cached states are "
+                                     "refreshed, in the background (requests never call the services)")
     api_keys: list[str] = Field(default_factory=list, description="when set, clients must present one of these")
     store_url: str | None = Field(
         None, description="a postgresql:// URL: one session store shared by every ingress replica and node, so a "

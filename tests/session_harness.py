@@ -11,19 +11,25 @@ from typing import Any
 
 import anyio
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 from starlette.websockets import WebSocket
 
 from serve_app.host import SessionHost
+from serve_app.service_health import ServiceHealth, metrics_page
 from serve_app.settings import ServerOptions
 
 SILENCE_AFTER_SPEECH_S = 2.5  # more than the longest end-of-turn wait (max_silence_ms 2000)
 
 
-def build_app(host: SessionHost) -> FastAPI:
+def build_app(host: SessionHost, health: ServiceHealth | None = None) -> FastAPI:
+    """The ingress's routes over ``host``: its sockets, and /health (given the services to ask) and /metrics."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
+        if health is not None:
+            await health.close()
         await host.close()  # as the ingress does on shutdown: the store commits what is pending
 
     app = FastAPI(lifespan=lifespan)
@@ -35,6 +41,15 @@ def build_app(host: SessionHost) -> FastAPI:
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
         await host.serve_openai(websocket)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        return metrics_page(request, host.options.api_keys)
+
+    if health is not None:
+        @app.get("/health")
+        async def health_route() -> dict:
+            return await health.report()
 
     return app
 

@@ -1,7 +1,7 @@
 // The page: wires the microphone, the player, the socket and the conversation view together, and
 // speaks the native protocol (shared/PROTOCOL.md, section 1).
 
-import { Connection, socketUrl } from "./connection.js";
+import { Connection, socketTarget, takeApiKey } from "./connection.js";
 import { ConversationView } from "./conversation.js";
 import { HealthMonitor } from "./health.js";
 import { PHASE_LABELS, microphoneProblem, serverProblem } from "./messages.js";
@@ -10,6 +10,7 @@ import { Player } from "./player.js";
 
 const SUPPORTED_RATES = [8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000];
 const SESSION_KEY = "openrealtime.sessionId";
+const TOKEN_KEY = "openrealtime.resumeToken"; // the secret that proves the session is this tab's
 const SEND_AS_IS_BYTES = 2 * 1024 * 1024; // larger pictures (phone photos) are scaled down first
 const MAX_SIDE_PX = 2048;
 const MAX_PENDING = 50;
@@ -62,10 +63,11 @@ const app = {
   acceptAudio: true, // false from stop_speaking until the next response begins
   pending: [], // messages typed while the socket was down
   retryAt: 0,
+  resumeToken: null, // from session_started / session_resumed; a new one each time
 };
 
 const view = new ConversationView($("conversation"), $("partial"));
-const connection = new Connection(socketUrl(), {
+const connection = new Connection(socketTarget(takeApiKey()), {
   onOpen: opened,
   onMessage: received,
   onAudio: audioReceived,
@@ -136,7 +138,10 @@ function silence() {
 
 function startMessage() {
   const message = { type: "start_conversation", config: sessionConfig() };
-  if (seen.sessionId) message.sessionId = seen.sessionId;
+  if (seen.sessionId) {
+    message.sessionId = seen.sessionId;
+    message.resumeToken = app.resumeToken;
+  }
   return message;
 }
 
@@ -156,18 +161,23 @@ function sendWhenConnected(message) {
 
 function opened() {
   seen.opens++;
-  if (seen.sessionId) connection.send({ type: "resume_session", sessionId: seen.sessionId });
+  if (seen.sessionId) {
+    connection.send({ type: "resume_session", sessionId: seen.sessionId, resumeToken: app.resumeToken });
+  }
   else if (app.sessionWanted) connection.send(startMessage());
   for (const message of app.pending.splice(0)) connection.send(message);
   health.check();
   renderPhase();
 }
 
-function rememberSession(id) {
+function rememberSession(id, token = null) {
   seen.sessionId = id;
+  app.resumeToken = id ? token : null;
   try {
     if (id) sessionStorage.setItem(SESSION_KEY, id);
     else sessionStorage.removeItem(SESSION_KEY);
+    if (id && token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
   } catch {
     // storage disabled: a reload starts a new conversation
   }
@@ -184,10 +194,10 @@ function received(message) {
   if (seen.events.length > MAX_EVENTS) seen.events.shift();
   switch (message.type) {
     case "session_started":
-      rememberSession(message.sessionId);
+      rememberSession(message.sessionId, message.resumeToken);
       break;
     case "session_resumed":
-      rememberSession(message.sessionId);
+      rememberSession(message.sessionId, message.resumeToken);
       seen.resumes++;
       if (view.isEmpty) view.restore(message.messages || []);
       else view.note("Reconnected. The conversation goes on.");
@@ -253,8 +263,9 @@ function received(message) {
 function serverError(error) {
   seen.errors.push(error);
   seen.lastError = error;
-  if (error.code === "session_not_found") {
-    // the server no longer has it (a new database): start afresh, keeping what is on screen
+  if (error.code === "session_not_found" || error.code === "session_forbidden") {
+    // the server no longer has it (a new database), or this tab's token is no longer its latest
+    // (another tab resumed it since): start afresh, keeping what is on screen
     rememberSession(null);
     if (app.sessionWanted) connection.send(startMessage());
     return;
@@ -391,6 +402,8 @@ function connectionStatus(state, detail) {
     line.textContent = `Connection lost. Reconnecting in ${detail.delay} s…`;
   } else if (state === "refused") {
     line.textContent = "The server refused the connection: an API key is missing or wrong. Add ?api_key=YOUR_KEY to the address.";
+  } else if (state === "taken") {
+    line.textContent = "This conversation was resumed in another tab or window. Reload to start a new one here.";
   } else if (state === "open") {
     line.textContent = "Connected";
   } else {
@@ -457,6 +470,7 @@ function wire() {
 function boot() {
   try {
     seen.sessionId = sessionStorage.getItem(SESSION_KEY); // a reload resumes the conversation
+    app.resumeToken = sessionStorage.getItem(TOKEN_KEY);
   } catch {
     seen.sessionId = null;
   }

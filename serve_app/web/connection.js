@@ -5,19 +5,51 @@ const MAX_BACKOFF_S = 30;
 const PING_EVERY_MS = 15000;
 const SILENT_LIMIT_MS = 45000; // nothing heard for this long (not even a pong): the link is dead
 const POLICY_VIOLATION = 1008;
+const TAKEN_OVER = 4409; // the server: this session was resumed by another connection
+const KEY_STORAGE = "openrealtime.apiKey";
+const SUBPROTOCOL = "openrealtime";
+const KEY_SUBPROTOCOL = "openrealtime.api-key.";
+const TOKEN_CHARS = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/; // what a subprotocol name may hold
 
-export function socketUrl() {
+/**
+ * The API key given as ?api_key= in the page's address, taken out of the address at once (so it
+ * stays out of history, bookmarks, shared links and Referer headers) and kept for this tab only.
+ */
+export function takeApiKey() {
+  const address = new URL(window.location.href);
+  let key = address.searchParams.get("api_key");
+  if (key !== null) {
+    address.searchParams.delete("api_key");
+    window.history.replaceState(window.history.state, "", address.toString());
+  }
+  try {
+    if (key) sessionStorage.setItem(KEY_STORAGE, key);
+    else key = sessionStorage.getItem(KEY_STORAGE);
+  } catch {
+    // storage disabled: the key lasts as long as the page
+  }
+  return key || null;
+}
+
+/**
+ * Where and how to open the socket. Browsers cannot set headers on a WebSocket, so the key is offered
+ * as a subprotocol (the server selects "openrealtime"); only a key with characters a subprotocol
+ * cannot carry falls back to the query parameter.
+ */
+export function socketTarget(key) {
   const url = new URL("ws", window.location.href);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  // browsers cannot set headers on a WebSocket: an API key travels as a query parameter
-  const key = new URLSearchParams(window.location.search).get("api_key");
-  if (key) url.searchParams.set("api_key", key);
-  return url.toString();
+  url.search = "";
+  if (!key) return { url: url.toString(), protocols: [] };
+  if (TOKEN_CHARS.test(key)) return { url: url.toString(), protocols: [SUBPROTOCOL, KEY_SUBPROTOCOL + key] };
+  url.searchParams.set("api_key", key);
+  return { url: url.toString(), protocols: [] };
 }
 
 export class Connection {
-  constructor(url, { onOpen, onMessage, onAudio, onStatus }) {
+  constructor({ url, protocols }, { onOpen, onMessage, onAudio, onStatus }) {
     this.url = url;
+    this.protocols = protocols;
     this.handlers = { onOpen, onMessage, onAudio, onStatus };
     this.socket = null;
     this.attempt = 0;
@@ -35,7 +67,7 @@ export class Connection {
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
     this.status("connecting");
-    const socket = new WebSocket(this.url);
+    const socket = new WebSocket(this.url, this.protocols);
     socket.binaryType = "arraybuffer";
     this.socket = socket;
     socket.onopen = () => {
@@ -70,6 +102,10 @@ export class Connection {
     if (event.code === POLICY_VIOLATION) {
       this.status("refused", { reason: event.reason });
       return; // a bad API key does not get better by retrying
+    }
+    if (event.code === TAKEN_OVER) {
+      this.status("taken", { reason: event.reason });
+      return; // resuming here would take it back from the other tab, which would take it back again …
     }
     const delay = Math.min(MAX_BACKOFF_S, 2 ** this.attempt);
     this.attempt++;
