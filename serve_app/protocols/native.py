@@ -82,8 +82,8 @@ class NativeAdapter:
         except json.JSONDecodeError as error:
             self._reject(f"malformed JSON: {error.msg} at position {error.pos}", "invalid_json")
             return
-        if not isinstance(raw, dict) or "type" not in raw:
-            self._reject('every message must be a JSON object with a "type"', "invalid_message")
+        if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+            self._reject('every message must be a JSON object with a string "type"', "invalid_message")
             return
         if raw["type"] not in wire.CLIENT_TYPES:
             self._reject(f"unknown message type {raw['type']!r}", "unknown_type")
@@ -209,10 +209,15 @@ class NativeAdapter:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                if message.get("bytes") is not None:
-                    self._audio(message["bytes"])
-                elif message.get("text") is not None:
-                    self.on_text(message["text"])
+                try:
+                    if message.get("bytes") is not None:
+                        self._audio(message["bytes"])
+                    elif message.get("text") is not None:
+                        self.on_text(message["text"])
+                except Exception:  # a frame this adapter did not foresee must not cost the client its socket
+                    logger.exception("native frame could not be handled")
+                    self._reject("internal error while reading this message; the session continues",
+                                 "internal_error")
         except WebSocketDisconnect:
             pass
         finally:

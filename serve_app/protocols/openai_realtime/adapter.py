@@ -118,6 +118,10 @@ class RealtimeAdapter:
             await self.handle(ce.parse(client_event_to_ga(raw) if self.beta else raw))
         except ProtocolError as error:
             await self.send_error(error, event_id)
+        except Exception:  # an event this adapter did not foresee must not cost the client its socket
+            logger.exception("realtime event could not be handled")
+            await self.send_error(ProtocolError("internal error while handling this event; the session continues",
+                                                "internal_error", kind=SERVER_ERROR), event_id)
 
     async def handle(self, event: Any) -> None:
         submit = self.session.submit

@@ -97,7 +97,7 @@ def session_update_to_ga(flat: dict[str, Any]) -> dict[str, Any]:
     audio_in: dict[str, Any] = {}
     audio_out: dict[str, Any] = {}
     if "modalities" in flat:
-        ga["output_modalities"] = ["audio"] if "audio" in (flat["modalities"] or []) else ["text"]
+        ga["output_modalities"] = _output_modalities(flat["modalities"])
     if "max_response_output_tokens" in flat:
         ga["max_output_tokens"] = flat["max_response_output_tokens"]
     if "input_audio_format" in flat:
@@ -122,7 +122,7 @@ def response_params_to_ga(flat: dict[str, Any]) -> dict[str, Any]:
     ga = {k: v for k, v in flat.items()
           if k not in ("modalities", "voice", "output_audio_format", "max_response_output_tokens", "temperature")}
     if "modalities" in flat:
-        ga["output_modalities"] = ["audio"] if "audio" in (flat["modalities"] or []) else ["text"]
+        ga["output_modalities"] = _output_modalities(flat["modalities"])
     if "max_response_output_tokens" in flat:
         ga["max_output_tokens"] = flat["max_response_output_tokens"]
     output: dict[str, Any] = {}
@@ -133,6 +133,14 @@ def response_params_to_ga(flat: dict[str, Any]) -> dict[str, Any]:
     if output:
         ga["audio"] = {"output": output}
     return ga
+
+
+def _output_modalities(modalities: Any) -> Any:
+    """Beta's ``["text", "audio"]`` is GA's ``["audio"]``; anything but a list of those two is passed on
+    as it came, so GA's validation refuses it (as ``output_modalities``) instead of it being guessed at."""
+    if isinstance(modalities, list) and modalities and all(m in ("text", "audio") for m in modalities):
+        return ["audio"] if "audio" in modalities else ["text"]
+    return modalities
 
 
 def item_to_ga(item: dict[str, Any]) -> dict[str, Any]:

@@ -98,7 +98,7 @@ class ResponseRequest(BaseModel):
 
 def parse(raw: dict[str, Any]) -> Any:
     kind = raw.get("type")
-    if kind not in CLIENT_EVENT_TYPES:
+    if not isinstance(kind, str) or kind not in CLIENT_EVENT_TYPES:
         raise ProtocolError(f"Invalid value: {kind!r}. Supported values are: {', '.join(sorted(CLIENT_EVENT_TYPES))}",
                             UNKNOWN_EVENT, param="type")
     try:
