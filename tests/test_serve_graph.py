@@ -99,6 +99,9 @@ def test_health_reports_every_service(graph):
     health = httpx.get(f"http://127.0.0.1:{graph['port']}/health", timeout=30).json()
     assert health["status"] == "ok", health
     assert {"vad", "stt", "llm", "tts", "vision", "turn_end", "smart_turn"} <= set(health["services"])
+    assert all(set(state) == {"status"} for state in health["services"].values()), health  # no backend details
+    checks = {httpx.get(f"http://127.0.0.1:{graph['port']}/health", timeout=30).json()["checked_at"] for _ in range(5)}
+    assert len(checks) <= 2  # cached reports (a background refresh may land in between), not a round of calls each
 
 
 def test_the_page_and_its_assets_come_through_haproxy(graph):
