@@ -26,7 +26,7 @@ class FaultyModels:
         self.models = models
         self.fail: set[str] = set()  # steps that raise once: stt, llm, tts, vision
         self.delay_s: dict[str, float] = {}  # steps slowed down, per call
-        self.tool_calls: deque[ToolCall] = deque()  # returned (one per LLM call that offers tools) before real replies
+        self.tool_calls: deque[ToolCall] = deque()  # one per turn, as its first round's reply
 
     def _trip(self, step: str) -> None:
         if step in self.fail:
@@ -51,7 +51,7 @@ class FaultyModels:
         return await self.models.describe_image(image, prompt)
 
     async def chat(self, request: ChatRequest) -> AsyncIterator[LlmEvent]:
-        if request.tools and self.tool_calls:
+        if request.tools and self.tool_calls and request.messages[-1].role == "user":  # a turn's first round
             yield ToolCallEvent(call=self.tool_calls.popleft())
             yield ChatDone(finish_reason="tool_calls", prompt_tokens=0, completion_tokens=0)
             return
