@@ -215,10 +215,10 @@ def live(models, tmp_path, **limits) -> LiveServer:
 
 
 async def test_openai_limits_are_openai_errors_and_leave_the_session_unchanged(models, tmp_path):
-    one_second = base64.b64encode(np.zeros(24000, np.int16).tobytes()).decode()  # 48,000 bytes at 24 kHz
+    one_second = base64.b64encode(np.zeros(24000, np.int16).tobytes()).decode()  # 64,000 base64 bytes
     half = base64.b64encode(np.zeros(12000, np.int16).tobytes()).decode()
     tool = {"type": "function", "name": "lamp", "description": "", "parameters": {"type": "object"}}
-    with live(models, tmp_path, append_bytes=48_000, uncommitted_audio_s=1, instructions_chars=100, tools=1,
+    with live(models, tmp_path, append_bytes=64_000, uncommitted_audio_s=1, instructions_chars=100, tools=1,
               text_chars=100, items=10) as server:
         async with realtime(server.ws_url) as rt:
             send = rt.connection.send_raw

@@ -54,8 +54,8 @@ class LimitsOptions(BaseModel):
                                  "(a recorded question sent at once); beyond, audio is dropped with audio_too_fast")
     vad_pending_s: float = Field(10.0, gt=0, description="audio waiting for the VAD; the oldest is dropped past it "
                                  "(audio_backlog)")
-    append_bytes: int = Field(15 * 1024 * 1024, ge=1, description="decoded audio in one /v1/realtime "
-                              "input_audio_buffer.append (OpenAI's own limit)")
+    append_bytes: int = Field(15 * 1024 * 1024, ge=1, description="one /v1/realtime input_audio_buffer.append's "
+                              "audio, as base64 (OpenAI's own limit; the whole frame must stay under 16 MiB)")
     uncommitted_audio_s: float = Field(60.0, gt=0, description="audio appended and not committed, with "
                                        "turn_detection null; more is refused with input_audio_buffer_full")
     instructions_chars: int = Field(20_000, ge=1, description="a session's or a response's instructions")

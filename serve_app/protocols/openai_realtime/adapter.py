@@ -133,8 +133,12 @@ class RealtimeAdapter:
         match event:
             case ce.AudioAppend():
                 fmt = self.realtime.audio.input.format.type
+                if len(event.audio) > self.limits.append_bytes:  # checked before it is decoded
+                    raise ProtocolError(f"an append of {len(event.audio)} bytes (base64) is over the "
+                                        f"{self.limits.append_bytes} byte limit; send smaller chunks", APPEND_TOO_LARGE,
+                                        param="audio")
                 payload = decode_base64(event.audio)
-                self._check_append(len(payload), fmt)
+                self._check_buffer(len(payload), fmt)
                 submit(ev.AudioIn(to_pcm16(payload, fmt)))
                 self.uncommitted_ms += duration_ms(len(payload), fmt)
             case ce.SessionUpdate():
@@ -382,11 +386,8 @@ class RealtimeAdapter:
         except WebSocketDisconnect:
             pass
 
-    def _check_append(self, size: int, fmt: str) -> None:
-        """One append, and (with turn_detection null, where only a commit ends the buffer) the buffer."""
-        if size > self.limits.append_bytes:
-            raise ProtocolError(f"an append of {size} bytes of audio is over the {self.limits.append_bytes} byte "
-                                "limit; send smaller chunks", APPEND_TOO_LARGE, param="audio")
+    def _check_buffer(self, size: int, fmt: str) -> None:
+        """With turn_detection null only a commit ends the buffer, and the engine keeps a bounded timeline."""
         manual = self.realtime.audio.input.turn_detection is None
         limit_ms = self.limits.uncommitted_audio_s * 1000
         if manual and self.uncommitted_ms + duration_ms(size, fmt) > limit_ms:
