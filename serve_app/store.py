@@ -29,7 +29,7 @@ import aiosqlite
 
 ROLES = ("user", "assistant", "system", "tool")
 MESSAGE_STATUSES = ("complete", "interrupted", "streaming")
-TOOL_CALL_STATUSES = ("pending", "ok", "error")
+TOOL_CALL_STATUSES = ("pending", "ok", "error", "cancelled")  # error: the call failed
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 TURN_COLUMNS = ("speech_end_at", "transcript_at", "first_token_at", "first_audio_at", "barge_in_at",
                 "stopped_at", "interrupted", "turn_end_at", "prompt_tokens", "cached_tokens")
@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS tool_calls (
     name TEXT NOT NULL,
     arguments_json TEXT NOT NULL,
     result_json TEXT,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'ok', 'error')),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'ok', 'error', 'cancelled')),
     started_at REAL NOT NULL,
     finished_at REAL
 );
@@ -247,6 +247,10 @@ class SessionStore(ABC):
         """End ``session_id``'s call ``call_id``; another session's call of that id is not found (KeyError)."""
 
     @abstractmethod
+    async def cancel_pending_tool_calls(self, session_id: str, result_json: str) -> int:
+        """Every call of the session still ``pending`` becomes ``cancelled``; returns how many."""
+
+    @abstractmethod
     async def tool_calls(self, session_id: str) -> list[StoredToolCall]: ...
 
     @abstractmethod
@@ -302,6 +306,7 @@ class SqliteStore(SessionStore):
             await db.executescript(SCHEMA)
             await _add_missing_columns(db, "turns", _ADDED_TURN_COLUMNS)
             await _add_missing_columns(db, "sessions", _ADDED_SESSION_COLUMNS)
+            await _allow_cancelled_tool_calls(db)
         except BaseException:
             await db.close()
             raise
@@ -442,6 +447,13 @@ class SqliteStore(SessionStore):
                 "UPDATE tool_calls SET result_json = ?, status = ?, finished_at = ? WHERE session_id = ? AND call_id = ?",
                 (result_json, status, time.time(), session_id, call_id))
             _require_row(cursor.rowcount, f"unknown tool call {call_id!r} in session {session_id!r}")
+
+    async def cancel_pending_tool_calls(self, session_id: str, result_json: str) -> int:
+        async with self._write() as db:
+            cursor = await db.execute(
+                "UPDATE tool_calls SET result_json = ?, status = 'cancelled', finished_at = ?"
+                " WHERE session_id = ? AND status = 'pending'", (result_json, time.time(), session_id))
+            return cursor.rowcount
 
     async def tool_calls(self, session_id: str) -> list[StoredToolCall]:
         rows = await self._fetch_all("SELECT * FROM tool_calls WHERE session_id = ? ORDER BY id", (session_id,))
@@ -592,3 +604,21 @@ async def _add_missing_columns(db: aiosqlite.Connection, table: str, columns: di
     for name, kind in columns.items():
         if name not in present:
             await db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+
+async def _allow_cancelled_tool_calls(db: aiosqlite.Connection) -> None:
+    """A file from before the ``cancelled`` status has the old CHECK; SQLite cannot alter one, so the
+    table is rebuilt with the current definition (its rows copied as they are)."""
+    async with db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tool_calls'") as cursor:
+        row = await cursor.fetchone()
+    if row is None or "'cancelled'" in row[0]:
+        return
+    definition = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS tool_calls"):]
+    definition = definition[: definition.index(");") + 2].replace("IF NOT EXISTS tool_calls", "tool_calls_new")
+    await db.execute("BEGIN")
+    await db.execute(definition)
+    await db.execute("INSERT INTO tool_calls_new SELECT * FROM tool_calls")
+    await db.execute("DROP TABLE tool_calls")
+    await db.execute("ALTER TABLE tool_calls_new RENAME TO tool_calls")
+    await db.execute("CREATE INDEX IF NOT EXISTS tool_calls_by_session ON tool_calls (session_id, id)")
+    await db.commit()

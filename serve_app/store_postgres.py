@@ -87,10 +87,13 @@ CREATE TABLE IF NOT EXISTS tool_calls (
     name TEXT NOT NULL,
     arguments_json TEXT NOT NULL,
     result_json TEXT,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'ok', 'error')),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'ok', 'error', 'cancelled')),
     started_at DOUBLE PRECISION NOT NULL,
     finished_at DOUBLE PRECISION
 );
+ALTER TABLE tool_calls DROP CONSTRAINT IF EXISTS tool_calls_status_check;
+ALTER TABLE tool_calls ADD CONSTRAINT tool_calls_status_check
+    CHECK (status IN ('pending', 'ok', 'error', 'cancelled'));
 CREATE INDEX IF NOT EXISTS tool_calls_by_session ON tool_calls (session_id, id);
 CREATE TABLE IF NOT EXISTS images (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -237,6 +240,12 @@ class PostgresStore(SessionStore):
             "UPDATE tool_calls SET result_json = $1, status = $2, finished_at = $3 WHERE session_id = $4 AND call_id = $5",
             result_json, status, time.time(), session_id, call_id)
         _require_row(_count(result), f"unknown tool call {call_id!r} in session {session_id!r}")
+
+    async def cancel_pending_tool_calls(self, session_id: str, result_json: str) -> int:
+        result = await self._pool.execute(
+            "UPDATE tool_calls SET result_json = $1, status = 'cancelled', finished_at = $2"
+            " WHERE session_id = $3 AND status = 'pending'", result_json, time.time(), session_id)
+        return _count(result)
 
     async def tool_calls(self, session_id: str) -> list[StoredToolCall]:
         rows = await self._pool.fetch("SELECT * FROM tool_calls WHERE session_id = $1 ORDER BY id", session_id)

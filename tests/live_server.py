@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
-from typing import Self
+from collections.abc import Coroutine
+from typing import Any, Self
 
 import uvicorn
 
@@ -19,7 +21,16 @@ class LiveServer:
     def __init__(self, app) -> None:
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.server.serve()
+
+    def on_loop(self, coroutine: Coroutine[Any, Any, Any], timeout: float) -> Any:
+        """Run ``coroutine`` on the server's event loop (to wait for server-side state) and return its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     @property
     def ws_url(self) -> str:

@@ -218,7 +218,7 @@ async def test_conversation_writes_every_turn_through_the_store(store):
     await conversation.add("user", "what time is it", "msg_user")
     call = ToolCall(id="call_1", name="get_time", arguments="{}")
     await conversation.store_tool_call(call)
-    await conversation.finish_tool_call("call_1", {"time": "noon"}, ok=True)
+    await conversation.finish_tool_call("call_1", {"time": "noon"}, "ok")
     reply = await conversation.store_reply("It is noon and")
     await conversation.update_reply(reply, content="It is noon", status="interrupted", full_content="It is noon and")
     await conversation.record_state(State.SPEAKING)

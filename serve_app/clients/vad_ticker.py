@@ -38,19 +38,35 @@ def energy_probabilities(frames: np.ndarray) -> np.ndarray:
 
 
 class VadStream:
-    def __init__(self, ticker: VadTicker, on_frames: Callable[[VadFrames], None]) -> None:
+    """One session's audio waiting for the next tick. At most ``max_pending`` samples wait: when the
+    VAD falls behind (or a client sends faster than it can score), the oldest are skipped, and
+    ``position`` moves past them so every later frame keeps its place on the timeline."""
+
+    def __init__(self, ticker: VadTicker, on_frames: Callable[[VadFrames], None],
+                 max_pending: int | None = None) -> None:
         self._ticker = ticker
         self.on_frames = on_frames
         self.state = initial_states(1)[0]
         self._pending: list[np.ndarray] = []
         self._pending_samples = 0
-        self.position = 0  # samples already scored
+        self.max_pending = max_pending
+        self.position = 0  # samples already scored (or skipped)
+        self.skipped = 0  # samples never scored because too many were waiting
 
     def push(self, samples: np.ndarray) -> None:
         if samples.size:
             self._pending.append(samples)
             self._pending_samples += samples.size
+            if self.max_pending is not None and self._pending_samples > self.max_pending:
+                self._skip(self._pending_samples - self.max_pending)
             self._ticker.wake()
+
+    def _skip(self, count: int) -> None:
+        audio = np.concatenate(self._pending)[count:]
+        self._pending = [audio] if audio.size else []
+        self._pending_samples = audio.size
+        self.position += count
+        self.skipped += count
 
     def whole_frames(self, limit: int) -> np.ndarray | None:
         count = min(self._pending_samples // FRAME_SAMPLES, limit)
@@ -78,8 +94,8 @@ class VadTicker:
         self._task: asyncio.Task | None = None
         self.calls = 0  # VAD service calls made, for the benchmark
 
-    def open_stream(self, on_frames: Callable[[VadFrames], None]) -> VadStream:
-        stream = VadStream(self, on_frames)
+    def open_stream(self, on_frames: Callable[[VadFrames], None], max_pending: int | None = None) -> VadStream:
+        stream = VadStream(self, on_frames, max_pending)
         self.streams.add(stream)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())

@@ -15,6 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from serve_app.protocols import native_wire as wire
 from serve_app.protocols.ending import close_taken_over, end_session
+from serve_app.protocols.flow import NOT_READING, NOT_READING_REASON, SocketFlow
 from serve_app.protocols.native_config import NativeConfig
 from serve_app.session import events as ev
 from serve_app.session.engine import Session
@@ -54,6 +55,7 @@ class NativeAdapter:
     def __init__(self, websocket: WebSocket, session: Session) -> None:
         self.websocket = websocket
         self.session = session
+        self.flow = SocketFlow(session)
 
     def _transport(self) -> dict[str, Any]:
         """This protocol's audio settings, as the session holds them (started or resumed)."""
@@ -194,21 +196,23 @@ class NativeAdapter:
             frame = self.render(item.event)
             if frame is None:
                 continue
-            if isinstance(frame, bytes):
-                await self.websocket.send_bytes(frame)
-            else:
-                await self.websocket.send_text(json.dumps(frame))
+            sending = self.websocket.send_bytes(frame) if isinstance(frame, bytes) else \
+                self.websocket.send_text(json.dumps(frame))
+            if not await self.flow.send(sending):
+                return  # the client is not reading: run() closes the socket
 
     # ---- the socket's life -------------------------------------------------------------
 
-    async def run(self) -> None:
-        engine = asyncio.get_running_loop().create_task(self.session.run())
-        writer = asyncio.get_running_loop().create_task(self._write())
+    async def _read(self) -> None:
         try:
             while True:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
-                    break
+                    return
+                if not await self.flow.admit():
+                    if (notice := self.flow.rate_notice()) is not None:
+                        self._reject(notice, "rate_limit_exceeded")
+                    continue
                 try:
                     if message.get("bytes") is not None:
                         self._audio(message["bytes"])
@@ -218,8 +222,17 @@ class NativeAdapter:
                     logger.exception("native frame could not be handled")
                     self._reject("internal error while reading this message; the session continues",
                                  "internal_error")
+                await self.flow.room()  # backpressure: read on once the session has room
         except WebSocketDisconnect:
             pass
+
+    async def run(self) -> None:
+        engine = asyncio.get_running_loop().create_task(self.session.run())
+        writer = asyncio.get_running_loop().create_task(self._write())
+        close = None
+        try:
+            if await self.flow.read_until_stalled(self._read()):
+                close = (NOT_READING, NOT_READING_REASON)
         finally:
             # shielded: a server that cancels the handler on disconnect must not cut the final writes
-            await asyncio.shield(end_session(self.session, self.websocket, engine, writer))
+            await asyncio.shield(end_session(self.session, self.websocket, engine, writer, close))

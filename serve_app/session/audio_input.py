@@ -79,13 +79,14 @@ class InputAudio:
     """
 
     def __init__(self, timeline_s: float, prefix_padding_ms: int, vad_ticker: VadTicker | None,
-                 on_frames: Callable[[VadFrames], None]) -> None:
+                 on_frames: Callable[[VadFrames], None], vad_pending_s: float | None = None) -> None:
         self.timeline = AudioTimeline(timeline_s)
         self.prefix_padding_ms = prefix_padding_ms  # follows the turn-detection options
         self.buffer_start = 0  # timeline position where the uncommitted audio begins
         self._resampler: InputResampler | None = None
         self._vad_ticker, self._on_frames = vad_ticker, on_frames
         self._vad: VadStream | None = None
+        self._vad_pending = None if vad_pending_s is None else int(vad_pending_s * SAMPLE_RATE)
 
     @property
     def end(self) -> int:
@@ -95,7 +96,7 @@ class InputAudio:
         """A (re)started conversation at ``input_rate``; the VAD stream is opened once, on first use."""
         self._resampler = InputResampler(input_rate)
         if self._vad is None and self._vad_ticker is not None:
-            self._vad = self._vad_ticker.open_stream(self._on_frames)
+            self._vad = self._vad_ticker.open_stream(self._on_frames, self._vad_pending)
 
     def set_rate(self, input_rate: int) -> None:
         if self._resampler is None or self._resampler.input_rate != input_rate:
@@ -108,6 +109,11 @@ class InputAudio:
         if to_vad and self._vad is not None:
             self._vad.push(samples)
         return samples
+
+    @property
+    def vad_skipped(self) -> int:
+        """Samples the VAD never scored because too many were waiting for it."""
+        return self._vad.skipped if self._vad is not None else 0
 
     def utterance_start(self, speech_start: int) -> int:
         """Where an utterance's audio begins: a little before its speech, never before the last turn."""

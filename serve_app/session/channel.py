@@ -3,6 +3,10 @@
 Stages never call methods on the session. They put results in the inbox (``submit``), send events
 out (``emit``, dropped when they belong to a cancelled generation), start helper tasks that the
 session cancels when it ends (``spawn``), and move the turn state, which others may watch.
+
+Both queues are bounded for what a client controls: client commands wait for room in the inbox
+(the adapter stops reading the socket meanwhile), and the outbox overflows for a client that does
+not read (serve_app/session/outbox.py).
 """
 
 from __future__ import annotations
@@ -12,16 +16,57 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from serve_app.metrics import TURN_METRICS
-from serve_app.session.events import ErrorEvent, Event, Outgoing, State, StateChanged
+from serve_app.session.events import Command, ErrorEvent, Event, Outgoing, State, StateChanged
+from serve_app.session.options import LimitsOptions
 from serve_app.session.outbox import Outbox
 
 StateWatcher = Callable[[State], Awaitable[None] | None]
 
 
+class Inbox:
+    """The actor's queue. Its own helpers' results always get in (they are few: one per task it
+    started); client commands count against ``max_commands``, and ``room()`` waits while that many
+    are queued, so a client that sends faster than its session works is slowed at the socket."""
+
+    def __init__(self, max_commands: int = 256) -> None:
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self.max_commands = max_commands
+        self.commands = 0
+        self.peak_commands = 0
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def put_nowait(self, message: Any) -> None:
+        if isinstance(message, Command):
+            self.commands += 1
+            self.peak_commands = max(self.peak_commands, self.commands)
+            if self.commands >= self.max_commands:
+                self._room.clear()
+        self._queue.put_nowait(message)
+
+    async def get(self) -> Any:
+        message = await self._queue.get()
+        if isinstance(message, Command):
+            self.commands -= 1
+            if self.commands < self.max_commands:
+                self._room.set()
+        return message
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+    async def room(self) -> None:
+        await self._room.wait()
+
+
 class SessionChannel:
-    def __init__(self) -> None:
-        self.inbox: asyncio.Queue = asyncio.Queue()
-        self.outbox = Outbox()
+    def __init__(self, limits: LimitsOptions | None = None) -> None:
+        limits = limits or LimitsOptions()
+        self.inbox = Inbox(limits.inbox_commands)
+        self.outbox = Outbox(limits.outbox_events, limits.outbox_bytes)
         self.generation = 0  # the response whose output may still reach the client
         self.state = State.IDLE
         self._watchers: list[StateWatcher] = []

@@ -5,6 +5,10 @@ prefix cache) re-reads the whole conversation every turn: dropping the oldest tu
 shifts the prefix and cost about 5 s a turn on 2 cores from turn 8 on. So the window's first
 turn stays put until a limit is crossed, and then moves forward by a block (down to half the
 limits), which keeps the prefix stable for the next several turns.
+
+The messages themselves are bounded too (``max_messages``): what lies before the window is never
+sent again, so it is forgotten here (it stays in the store); only a window of more than
+``max_messages`` (one huge turn a client built from items) is cut from its oldest end.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ logger = logging.getLogger(__name__)
 
 
 class ConversationContext:
-    def __init__(self, max_turns: int, max_chars: int) -> None:
+    def __init__(self, max_turns: int, max_chars: int, max_messages: int = 400) -> None:
         self.max_turns = max_turns
         self.max_chars = max_chars
+        self.max_messages = max_messages
         self.messages: list[ChatMessage] = []
         self.dropped_turns = 0  # turns left out of the last request, for logs and tests
         self._window_start: ChatMessage | None = None  # first message of the oldest turn still sent
@@ -28,6 +33,26 @@ class ConversationContext:
     def add(self, message: ChatMessage, message_id: str | None = None) -> None:
         self.messages.append(message)
         self.name(message, message_id)
+        self.bound()
+
+    def bound(self) -> None:
+        """Over ``max_messages``: drop what lies before the window; then, if still too many, the oldest."""
+        if len(self.messages) <= self.max_messages:
+            return
+        start = next((i for i, m in enumerate(self.messages) if m is self._window_start), 0)
+        keep_from = max(start, len(self.messages) - self.max_messages)
+        if keep_from == 0:
+            return
+        gone = {id(m) for m in self.messages[:keep_from]}
+        self.messages = self.messages[keep_from:]
+        if self._window_start is not None and id(self._window_start) in gone:
+            self._window_start = None
+        for name, named in list(self.ids.items()):
+            kept = [m for m in named if id(m) not in gone]
+            if kept:
+                self.ids[name] = kept
+            else:
+                del self.ids[name]
 
     def name(self, message: ChatMessage, message_id: str | None) -> None:
         if message_id:
@@ -45,6 +70,7 @@ class ConversationContext:
                         default=len(self.messages) - 1) + 1
         self.messages.insert(index, message)
         self.name(message, message_id)
+        self.bound()
 
     def find(self, message_id: str) -> ChatMessage | None:
         named = self.ids.get(message_id)

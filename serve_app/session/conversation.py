@@ -93,7 +93,8 @@ class Conversation:
         return await self.store.last_messages(self.session_id, limit)
 
     async def _load_history(self, session_id: str) -> None:
-        self.context.messages = [as_chat(m) for m in await self.store.messages(session_id)]
+        stored = await self.store.last_messages(session_id, self.context.max_messages)  # older: never sent again
+        self.context.messages = [as_chat(m) for m in stored]
 
     # ---- turns and messages --------------------------------------------------------------
 
@@ -132,9 +133,14 @@ class Conversation:
     async def store_tool_call(self, call: ToolCall) -> None:
         await self.store.add_tool_call(self.session_id, call.id, call.name, call.arguments)
 
-    async def finish_tool_call(self, call_id: str, result: Any, ok: bool) -> None:
-        await self.store.finish_tool_call(self.session_id, call_id, json.dumps(result, default=str),
-                                          "ok" if ok else "error")
+    async def finish_tool_call(self, call_id: str, result: Any, status: str) -> None:
+        """``status``: ok, error (the call failed) or cancelled (its response was)."""
+        await self.store.finish_tool_call(self.session_id, call_id, json.dumps(result, default=str), status)
+
+    async def cancel_pending_tool_calls(self) -> int:
+        """The socket is gone: no call of this session will get its result any more."""
+        return await self.store.cancel_pending_tool_calls(
+            self.session_id, json.dumps({"error": "cancelled: the client disconnected"}))
 
     async def record_turn(self, interrupted: bool, prompt_tokens: int, cached_tokens: int,
                           times: dict[str, float]) -> None:

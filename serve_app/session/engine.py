@@ -25,6 +25,7 @@ from serve_app.clients.models import ModelServices, ServiceError
 from serve_app.clients.vad_ticker import VadFrames, VadTicker
 from serve_app.metrics import TURN_METRICS
 from serve_app.session.audio_input import InputAudio
+from serve_app.session.audio_pace import AudioPace
 from serve_app.session.channel import SessionChannel
 from serve_app.session.config import SessionSettings
 from serve_app.session.context import ConversationContext
@@ -58,6 +59,7 @@ from serve_app.session.events import (
 )
 from serve_app.session.images import Images
 from serve_app.session.inbox import Described, FirstAudio, ResponseFinished, Transcribed, Verdict
+from serve_app.session.limits import LimitExceeded, check_instructions, check_text, check_tools, check_value
 from serve_app.session.listening import Listener
 from serve_app.session.options import SessionOptions
 from serve_app.session.outbox import Outbox
@@ -85,18 +87,20 @@ class Session:
         self.api_key = api_key  # the key this connection presented, when keys are configured: it owns what it makes
         self.registry = registry if registry is not None else {}  # live sessions by id, for take-over
         self.closed = asyncio.Event()
-        self.channel = SessionChannel()
-        self.conversation = Conversation(store, ConversationContext(options.context_turns, options.context_max_chars))
+        self.channel = SessionChannel(options.limits)
+        self.conversation = Conversation(store, ConversationContext(options.context_turns, options.context_max_chars,
+                                                                    max_messages=options.limits.context_messages))
         detection = options.turn_detection
         self.audio = InputAudio(detection.max_utterance_s + 10, detection.prefix_padding_ms, vad_ticker,
-                                self.channel.submit)
-        self.images = Images(self.channel, self.conversation, services, options.max_image_bytes)
+                                self.channel.submit, vad_pending_s=options.limits.vad_pending_s)
+        self.images = Images(self.channel, self.conversation, services, options.max_image_bytes, options.limits)
         self.transcriber = Transcriber(self.channel, services, stt_load, self.audio, options)
         self.responder = Responder(self.channel, self.conversation, services,
                                    BuiltinTools(weather_url=options.weather_url), options,
                                    inputs_pending=lambda: self.transcriber.busy or self.images.describing > 0)
         self.listener = Listener(self.channel, self.audio, self._turns(TurnPolicy()), self.transcriber,
-                                 self.responder, self.conversation, speculative_turns=options.speculative_turns)
+                                 self.responder, self.conversation, speculative_turns=options.speculative_turns,
+                                 pace=AudioPace(options.limits.audio_burst_s))
         self.channel.watch_state(self.conversation.record_state)
         self.channel.watch_state(lambda state: self.listener.turns.on_state(state))
 
@@ -144,6 +148,8 @@ class Session:
                     await self._handle(message)
                 except ServiceError as error:
                     self.error(error.message, error.phase, error.code)
+                except LimitExceeded as error:
+                    self.error(error.message, "session", error.code)
                 except Exception:
                     logger.exception("session %s: failed on %s", self.session_id, type(message).__name__)
                     self.error("internal error while handling a message; the session continues", "session",
@@ -183,7 +189,7 @@ class Session:
         elif self.session_id is None:
             self.error("the conversation has not started", "session", "not_started")
         elif isinstance(message, AudioIn):
-            listener.on_audio(message)
+            await listener.on_audio(message, self.config.input_sample_rate)
         elif isinstance(message, UserText):
             await self._on_user_text(message.text)
         elif isinstance(message, Interrupt):
@@ -193,6 +199,7 @@ class Session:
         elif isinstance(message, ImageIn):
             self.images.on_image(message)
         elif isinstance(message, ToolResult):
+            check_value(message.result, self.options.limits, "a tool result")
             if not responder.deliver_tool_result(message.call_id, message.result):
                 self.error(f"no tool call {message.call_id!r} is waiting for a result", "tools", "unknown_call_id")
         elif isinstance(message, RetryTurn):
@@ -219,6 +226,7 @@ class Session:
         if not text:
             self.error("the user's message is empty", "session", "empty_message")
             return
+        check_text(text, self.options.limits, "a user message")
         await self.listener.drop_speculation("user_text")
         if self.responder.busy:
             await self.responder.barge_in("manual")
@@ -261,6 +269,8 @@ class Session:
 
     async def _start(self, command: StartConversation) -> None:
         config = command.settings  # the adapter parsed its wire's form of it
+        check_instructions(config.instructions, self.options.limits)
+        check_tools(config.tools, self.options.limits)
         session_id = command.session_id or uuid.uuid4().hex
         stored = await self.conversation.exists(session_id)
         # someone else's session must not lose its socket, its response or its instructions: claim first
@@ -321,7 +331,8 @@ class Session:
         if previous is not None and previous is not self:
             previous.submit(TakenOver())
             try:
-                await asyncio.wait_for(previous.closed.wait(), TAKE_OVER_TIMEOUT_S)
+                await asyncio.wait_for(previous.closed.wait(),
+                                       TAKE_OVER_TIMEOUT_S + self.options.limits.disconnect_drain_s)
             except TimeoutError:
                 logger.warning("session %s: previous socket did not close in time", session_id)
         self.registry[session_id] = self
@@ -337,9 +348,36 @@ class Session:
         await self.channel.set_state(State.IDLE)
 
     async def _on_disconnect(self) -> None:
+        self.responder.closing = True  # what is still said is stored, not answered
         await self.listener.drop_speculation("disconnected")
         if self.responder.busy:
             await self.responder.cancel(reason=None)
         self.audio.close()
+        await self._store_inputs_in_flight()
+        if self.session_id:
+            await self.conversation.cancel_pending_tool_calls()
         if self.session_id and self.state not in (State.IDLE, State.LISTENING):
             await self.conversation.record_state(State.LISTENING)
+
+    async def _store_inputs_in_flight(self) -> None:
+        """The user's last words and pictures are theirs: a final transcript or an image description
+        still on its way is waited for (up to ``disconnect_drain_s``) and stored, not cancelled."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.limits.disconnect_drain_s
+        while self.transcriber.busy or self.images.describing:
+            left = deadline - loop.time()
+            if left <= 0:
+                logger.warning("session %s: inputs still in flight %.0f s after the disconnect; not stored",
+                               self.session_id, self.options.limits.disconnect_drain_s)
+                return
+            try:
+                message = await asyncio.wait_for(self.channel.inbox.get(), left)
+            except TimeoutError:
+                continue
+            if not isinstance(message, Transcribed | Described):
+                continue  # the client is gone: its commands and the live turn's signals are moot
+            try:
+                await self._handle(message)
+            except Exception:
+                logger.exception("session %s: storing %s after the disconnect failed", self.session_id,
+                                 type(message).__name__)

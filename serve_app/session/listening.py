@@ -15,6 +15,7 @@ from serve_app.clients.models import ServiceError
 from serve_app.clients.vad_ticker import VadFrames
 from serve_app.metrics import TURN_METRICS
 from serve_app.session.audio_input import SAMPLE_RATE, AudioFormatError, InputAudio
+from serve_app.session.audio_pace import AudioPace
 from serve_app.session.channel import SessionChannel
 from serve_app.session.conversation import Conversation
 from serve_app.session.events import (
@@ -49,8 +50,11 @@ def _ms(sample: int) -> int:
 
 class Listener:
     def __init__(self, channel: SessionChannel, audio: InputAudio, turns: TurnStrategy, transcriber: Transcriber,
-                 responder: Responder, conversation: Conversation, *, speculative_turns: bool) -> None:
+                 responder: Responder, conversation: Conversation, *, speculative_turns: bool,
+                 pace: AudioPace | None = None) -> None:
         self.channel, self.audio, self.turns = channel, audio, turns
+        self.pace = pace  # None: audio is taken however fast it comes
+        self._vad_behind = False
         self.transcriber, self.responder, self.conversation = transcriber, responder, conversation
         self.speculative_turns = speculative_turns
         self.utterance = 0  # counts utterances, so a transcript of an older one is told apart
@@ -65,13 +69,31 @@ class Listener:
 
     # ---- audio and turn signals ------------------------------------------------------------
 
-    def on_audio(self, message: AudioIn) -> None:
+    async def on_audio(self, message: AudioIn, input_rate: int) -> None:
         if self.channel.state is State.IDLE:
             return  # not listening: the microphone stream is dropped, as after stop_conversation
+        if self.pace is not None and not await self._paced(len(message.pcm16) / 2 / input_rate):
+            return
+        skipped = self.audio.vad_skipped
         try:
             self.audio.push(message.pcm16, to_vad=self.turns.listens)
         except AudioFormatError as error:
             self.channel.error(str(error), "audio", "bad_audio")
+        behind, self._vad_behind = self._vad_behind, self.audio.vad_skipped > skipped
+        if self._vad_behind and not behind:  # said once per run of skipped audio
+            self.channel.error("the voice detector is behind: the oldest waiting audio was skipped", "audio",
+                               "audio_backlog")
+
+    async def _paced(self, seconds: float) -> bool:
+        """Audio faster than real time, past the burst, is dropped; the first drop of a run says so."""
+        if await self.pace.admit(seconds):
+            self.pace.dropping = False
+            return True
+        if not self.pace.dropping:
+            self.pace.dropping = True
+            self.channel.error("audio is arriving faster than real time; it is dropped until it slows down",
+                               "audio", "audio_too_fast")
+        return False
 
     async def on_frames(self, frames: VadFrames) -> None:
         for signals in self.turns.on_frames(frames):

@@ -52,6 +52,7 @@ class Responder:
         self.queued: CreateResponse | None = None  # a requested response waiting for those inputs
         self.last_input: PendingInput | None = None  # the last turn's input, kept for retry_turn
         self.times: dict[str, float] = {}  # the current turn's milestones, for the store and metrics
+        self.closing = False  # the client is gone: words still arriving are stored, not answered
         self._kept: OrderedDict[str, Response] = OrderedDict()
 
     @property
@@ -75,6 +76,10 @@ class Responder:
         await self.conversation.add("user", text, message_id)
         self.channel.emit(TranscriptFinal(text, message_id))
         self.last_input = PendingInput("llm")
+        if self.closing:
+            if draft is not None:
+                await draft.cancel()
+            return
         if (draft is not None and respond and self.queued is None
                 and draft.generation == self.channel.generation + 1):
             await self._adopt(draft)
@@ -145,7 +150,7 @@ class Responder:
 
     async def start_queued(self) -> None:
         """A requested response starts once the turns and images before it are in the conversation."""
-        if self.queued is None or self.response is not None or self.inputs_pending():
+        if self.queued is None or self.response is not None or self.inputs_pending() or self.closing:
             return
         request, self.queued = self.queued, None
         await self.conversation.start_turn()
@@ -182,6 +187,13 @@ class Responder:
         if response is not self.response:
             return False
         self.response = None
+        try:
+            await self._close(response)
+        finally:
+            await self.channel.set_state(State.LISTENING)  # whatever failed above, the next turn can come
+        return True
+
+    async def _close(self, response: Response) -> None:
         self._keep(response)
         context = self.conversation.context
         if response.failure is None:
@@ -195,13 +207,12 @@ class Responder:
                                         input_tokens=response.input_tokens, output_tokens=response.output_tokens,
                                         error=error))
         await self._record(response, interrupted=False)
-        await self.channel.set_state(State.LISTENING)
-        return True
 
     def _keep(self, response: Response) -> None:
         """Its tool-call turns join the context, named by call id; its audio timing is kept for truncation."""
         context = self.conversation.context
         context.messages += response.new_messages
+        context.bound()
         for message in response.new_messages:
             for call in message.tool_calls or []:
                 context.name(message, call.id)
@@ -233,17 +244,19 @@ class Responder:
         heard = response.heard_text()
         self._keep(response)
         self.conversation.context.add(ChatMessage(role="assistant", content=heard), response.message_id)
-        if response.reply_message_id is not None:
-            await self.conversation.update_reply(response.reply_message_id, content=heard, status="interrupted",
-                                                 full_content=response.full_text)
-        else:
-            response.reply_message_id = await self.conversation.store_reply(heard, status="interrupted")
-            if response.full_text != heard:
-                await self.conversation.update_reply(response.reply_message_id, full_content=response.full_text)
         self.last_input = None
-        self.channel.emit(ResponseEnded(response.tag, response.message_id, response.generation, "cancelled",
-                                        reason, input_tokens=response.input_tokens,
-                                        output_tokens=response.output_tokens))
+        try:
+            if response.reply_message_id is not None:
+                await self.conversation.update_reply(response.reply_message_id, content=heard, status="interrupted",
+                                                     full_content=response.full_text)
+            else:
+                response.reply_message_id = await self.conversation.store_reply(heard, status="interrupted")
+                if response.full_text != heard:
+                    await self.conversation.update_reply(response.reply_message_id, full_content=response.full_text)
+        finally:  # a client waiting for the response's end gets it even if the store failed
+            self.channel.emit(ResponseEnded(response.tag, response.message_id, response.generation, "cancelled",
+                                            reason, input_tokens=response.input_tokens,
+                                            output_tokens=response.output_tokens))
         await self._record(response, interrupted=True)
 
     async def _record(self, response: Response, interrupted: bool) -> None:
@@ -287,8 +300,8 @@ class Responder:
     async def store_tool_call(self, call: ToolCall) -> None:
         await self.conversation.store_tool_call(call)
 
-    async def finish_tool_call(self, call_id: str, result: Any, ok: bool) -> None:
-        await self.conversation.finish_tool_call(call_id, result, ok)
+    async def finish_tool_call(self, call_id: str, result: Any, status: str) -> None:
+        await self.conversation.finish_tool_call(call_id, result, status)
 
     async def store_reply(self, text: str) -> int:
         return await self.conversation.store_reply(text)

@@ -5,6 +5,11 @@ through ``ResponseHost`` (state-relevant milestones go through the actor's inbox
 it emits carries its generation, so once a barge-in bumps the generation nothing stale is sent.
 Audio is sent at most ``playback_lead_ms`` ahead of real time: that bounds what a barge-in has
 to drop, and lets the stored reply be cut to what the user can actually have heard.
+
+Every way it runs ends: a model service that fails raises ``ServiceError``; anything else that
+fails in a step (a client library, a tool, the store) is turned into one with that step's phase
+and the code ``internal_error``, so the session always gets its ``ResponseFinished`` and takes the
+next turn. Its tool calls end ``ok``, ``error`` or ``cancelled`` in the store, never ``pending``.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ class ResponseHost(Protocol):
 
     async def store_tool_call(self, call: ToolCall) -> None: ...
 
-    async def finish_tool_call(self, call_id: str, result: Any, ok: bool) -> None: ...
+    async def finish_tool_call(self, call_id: str, result: Any, status: str) -> None: ...
 
     async def store_reply(self, text: str) -> int: ...
 
@@ -98,6 +103,7 @@ class Response:
         self.input_tokens = self.output_tokens = 0
         self.cached_tokens = 0  # of input_tokens, read from the LLM's KV cache
         self.finish_reason: str | None = None
+        self.stage = "llm"  # the step the thinking side is in, named as error phases are
         self._paused = asyncio.Event()
         self._paused.set()  # set = playing
         self._client_calls: dict[str, asyncio.Future] = {}
@@ -159,34 +165,49 @@ class Response:
 
     async def _run(self) -> None:
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
-        speaker = asyncio.get_running_loop().create_task(self._speak(sentences))
+        loop = asyncio.get_running_loop()
+        thinker = loop.create_task(self._think(sentences))
+        speaker = loop.create_task(self._speak(sentences))
         try:
-            await self._think(sentences)
-            await sentences.put(None)
-            await speaker
+            # either side failing ends both: a TTS step that raises must not leave the LLM running
+            done, _ = await asyncio.wait({thinker, speaker}, return_when=asyncio.FIRST_EXCEPTION)
+            for task in (thinker, speaker):
+                if task in done and task.exception() is not None:
+                    raise task.exception()
             if not self.tts_failed and self.sentences:
                 self.host.emit(AudioComplete(), self.generation)
         except ServiceError as error:
-            self.failure = error
-            self.host.emit(ErrorEvent(error.message, error.phase, error.code), self.generation)
+            self._fail(error)
+        except Exception as error:
+            phase = "tts" if speaker.done() and not speaker.cancelled() and speaker.exception() is error \
+                else self.stage
+            logger.error("response %s: the %s step failed", self.message_id, phase, exc_info=error)
+            detail = f"{type(error).__name__}: {error}"[:200]
+            self._fail(ServiceError(phase, "internal_error", f"the {phase} step of the response failed ({detail})"))
         finally:
-            if not speaker.done():
-                speaker.cancel()
-                await asyncio.gather(speaker, return_exceptions=True)
+            for task in (thinker, speaker):
+                task.cancel()
+            await asyncio.gather(thinker, speaker, return_exceptions=True)
         await self._on_done(self)
+
+    def _fail(self, error: ServiceError) -> None:
+        self.failure = error
+        self.host.emit(ErrorEvent(error.message, error.phase, error.code), self.generation)
 
     async def _think(self, sentences: asyncio.Queue[str | None]) -> None:
         splitter = SentenceSplitter()
         messages = list(self.history)
         for round_index in range(self.settings.max_tool_rounds + 1):
             allow_tools = round_index < self.settings.max_tool_rounds
+            self.stage = "llm"
             calls, text = await self._one_llm_round(messages, splitter, sentences, allow_tools)
             if not calls:
                 break
             assistant = ChatMessage(role="assistant", content=text or None, tool_calls=calls)
             deferred = [c for c in calls if self._deferred(c)]
             ran = [c for c in calls if c not in deferred]
-            results = await asyncio.gather(*(self._run_tool(call) for call in ran))
+            self.stage = "tools"
+            results = await self._run_tools(ran)
             tool_messages = [
                 ChatMessage(role="tool", tool_call_id=call.id, content=json.dumps(result))
                 for call, result in zip(ran, results)
@@ -201,9 +222,21 @@ class Response:
                 break
         for sentence in splitter.flush():
             await sentences.put(sentence)
+        await sentences.put(None)  # the speaker finishes what is queued, then ends
         self.full_text = self.full_text.strip()
+        self.stage = "session"
         self.reply_message_id = await self.host.store_reply(self.full_text)
         self.host.emit(LlmComplete(self.full_text), self.generation)
+
+    async def _run_tools(self, calls: list[ToolCall]) -> list[Any]:
+        """Concurrently; if one raises, the others are cancelled (and say so in the store) before it propagates."""
+        tasks = [asyncio.get_running_loop().create_task(self._run_tool(call)) for call in calls]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _deferred(self, call: ToolCall) -> bool:
         return self.settings.end_on_client_tool and not (self.settings.builtin_tools and self.tools.has(call.name))
@@ -238,19 +271,25 @@ class Response:
     async def _run_tool(self, call: ToolCall) -> Any:
         await self.host.store_tool_call(call)
         self.host.emit(ToolCallStarted(call.id, call.name, _parsed(call.arguments)), self.generation)
-        ok = True
+        status = "ok"
         try:
             if self.tools.has(call.name):
                 result: Any = await self.tools.call(call.name, call.arguments)
             elif any(t.get("function", {}).get("name") == call.name for t in self.settings.client_tools):
                 result = await self._client_tool(call)
             else:
-                ok, result = False, {"error": f"unknown tool {call.name!r}"}
+                status, result = "error", {"error": f"unknown tool {call.name!r}"}
         except ToolError as error:
-            ok, result = False, {"error": str(error)}
+            status, result = "error", {"error": str(error)}
         except TimeoutError:
-            ok, result = False, {"error": f"the client did not return a result for {call.name} in time"}
-        await self.host.finish_tool_call(call.id, result, ok)
+            status, result = "error", {"error": f"the client did not return a result for {call.name} in time"}
+        except asyncio.CancelledError:  # a barge-in, a cancelled response, a sibling call that failed
+            await self.host.finish_tool_call(call.id, {"error": "cancelled"}, "cancelled")
+            raise
+        except Exception as error:
+            await self.host.finish_tool_call(call.id, {"error": f"the tool failed: {type(error).__name__}"}, "error")
+            raise
+        await self.host.finish_tool_call(call.id, result, status)
         self.host.emit(ToolCallFinished(call.id, call.name, result), self.generation)
         return result
 

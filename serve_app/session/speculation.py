@@ -52,9 +52,9 @@ class HeldHost:
         await self._released.wait()
         await self._host.store_tool_call(call)
 
-    async def finish_tool_call(self, call_id: str, result: Any, ok: bool) -> None:
+    async def finish_tool_call(self, call_id: str, result: Any, status: str) -> None:
         await self._released.wait()
-        await self._host.finish_tool_call(call_id, result, ok)
+        await self._host.finish_tool_call(call_id, result, status)
 
     async def store_reply(self, text: str) -> int:
         await self._released.wait()

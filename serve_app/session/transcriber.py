@@ -7,6 +7,7 @@ however long the user talks. Results come back through the inbox as ``Transcribe
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,8 @@ from serve_app.session.inbox import Transcribed
 from serve_app.session.options import SessionOptions
 from serve_app.session.speculation import SpeculativeTurn
 from serve_app.session.transcription_load import TranscriptionLoad
+
+logger = logging.getLogger(__name__)
 
 PARTIAL_WINDOW_S = 6  # a partial covering this much audio is frozen and the next one starts after it
 
@@ -99,4 +102,7 @@ class Transcriber:
                 result: Any = await self.services.transcribe(audio)
         except ServiceError as error:
             result = error
+        except Exception as error:  # the result must come back, or the turn waits for it for ever
+            logger.error("transcribing failed", exc_info=error)
+            result = ServiceError("stt", "internal_error", f"transcribing failed ({type(error).__name__}: {error})"[:300])
         self.channel.submit(Transcribed(utterance, result, partial, message_id, speculative, partial_span))

@@ -16,17 +16,21 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from serve_app.protocols.ending import end_session
+from serve_app.protocols.flow import NOT_READING, NOT_READING_REASON, SocketFlow
 from serve_app.protocols.openai_realtime import client_events as ce
 from serve_app.protocols.openai_realtime import server_events as se
 from serve_app.protocols.openai_realtime.audio import decode_base64, duration_ms, to_pcm16
 from serve_app.protocols.openai_realtime.beta import client_event_to_ga, event_to_beta
 from serve_app.protocols.openai_realtime.errors import (
     ACTIVE_RESPONSE,
+    APPEND_TOO_LARGE,
+    BUFFER_FULL,
     CANCEL_NOT_ACTIVE,
     COMMIT_EMPTY,
     DUPLICATE_ITEM,
     INVALID_JSON,
     INVALID_VALUE,
+    RATE_LIMITED,
     SERVER_ERROR,
     UNSUPPORTED,
     UNSUPPORTED_CONTENT_TYPE,
@@ -53,6 +57,7 @@ from serve_app.protocols.openai_realtime.session_config import (
 )
 from serve_app.session import events as ev
 from serve_app.session.engine import Session
+from serve_app.session.limits import LimitExceeded, check_instructions, check_text, check_tools
 from serve_app.session.policy import ResponseOverrides
 
 logger = logging.getLogger(__name__)
@@ -64,9 +69,11 @@ MIN_COMMIT_MS = 100
 class RealtimeAdapter:
     def __init__(self, websocket: WebSocket, session: Session, handshake: Handshake) -> None:
         self.websocket, self.session, self.beta = websocket, session, handshake.beta
+        self.limits = session.options.limits
+        self.flow = SocketFlow(session)
         self.realtime = RealtimeSession(model=handshake.model or "openrealtime",
                                         instructions=session.options.instructions)
-        self.conversation = Conversation()
+        self.conversation = Conversation(max_items=self.limits.items)
         self.active: ResponseStream | None = None
         self.requested: dict[str, ResponseParams] = {}  # response.create tag -> params, until it starts
         self.uncommitted_ms = 0.0
@@ -91,8 +98,10 @@ class RealtimeAdapter:
                 if self._gone:
                     return
                 try:
-                    await self.websocket.send_text(text)
+                    sent = await self.flow.send(self.websocket.send_text(text))
                 except Exception:  # noqa: BLE001 - the client went away; the reader sees the disconnect
+                    sent = False
+                if not sent:  # gone, or not reading (run() then closes the socket)
                     self._gone = True
                     return
 
@@ -128,11 +137,19 @@ class RealtimeAdapter:
         match event:
             case ce.AudioAppend():
                 fmt = self.realtime.audio.input.format.type
+                if len(event.audio) > self.limits.append_bytes:  # checked before it is decoded
+                    raise ProtocolError(f"an append of {len(event.audio)} bytes (base64) is over the "
+                                        f"{self.limits.append_bytes} byte limit; send smaller chunks", APPEND_TOO_LARGE,
+                                        param="audio")
                 payload = decode_base64(event.audio)
+                self._check_buffer(len(payload), fmt)
                 submit(ev.AudioIn(to_pcm16(payload, fmt)))
                 self.uncommitted_ms += duration_ms(len(payload), fmt)
             case ce.SessionUpdate():
-                self.realtime = updated(self.realtime, event.session)
+                session = updated(self.realtime, event.session)
+                _within_limits(self.limits, session.instructions, [t.model_dump() for t in session.tools],
+                               param="session")
+                self.realtime = session
                 submit(engine_settings(self.realtime, self.session.options.turn_detection))
                 await self.send(se.SessionUpdated(session=self.session_wire()))
             case ce.AudioCommit():
@@ -174,6 +191,7 @@ class RealtimeAdapter:
         if item.id in self.conversation.entries:
             raise ProtocolError(f"Item with id {item.id!r} already exists", DUPLICATE_ITEM, param="item.id")
         _check_item(item)
+        _check_item_size(item, self.limits)
         images = [_image_bytes(p.image_url) for p in item.content or [] if p.type == "input_image"]
         for part in item.content or []:  # echoes and retrievals stay small: media live in the engine
             part.image_url = None if part.type == "input_image" else part.image_url
@@ -211,6 +229,7 @@ class RealtimeAdapter:
             request = ce.ResponseRequest.model_validate(event.response or {})
         except ValidationError as error:
             raise ce.invalid(error, prefix="response.") from None
+        _within_limits(self.limits, request.instructions, request.tools, param="response")
         session = self.realtime
         output = (request.audio or {}).get("output") or {}
         modalities = request.output_modalities or session.output_modalities
@@ -345,20 +364,61 @@ class RealtimeAdapter:
                                                              "object": "realtime.conversation"}))
         engine = loop.create_task(self.session.run())
         writer = loop.create_task(self._write())
+        close = None
+        try:
+            if await self.flow.read_until_stalled(self._read()):
+                close = (NOT_READING, NOT_READING_REASON)
+        finally:
+            await asyncio.shield(end_session(self.session, self.websocket, engine, writer, close))
+
+    async def _read(self) -> None:
         try:
             while True:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
-                    break
+                    return
+                if not await self.flow.admit():
+                    if (notice := self.flow.rate_notice()) is not None:
+                        await self.send_error(ProtocolError(notice, RATE_LIMITED))
+                    continue
                 if message.get("text") is not None:
                     await self.on_text(message["text"])
                 elif message.get("bytes") is not None:
                     await self.send_error(ProtocolError("binary frames are not part of this protocol; send JSON "
                                                         "events as text frames", UNSUPPORTED))
+                await self.flow.room()  # backpressure: read on once the session has room
         except WebSocketDisconnect:
             pass
-        finally:
-            await asyncio.shield(end_session(self.session, self.websocket, engine, writer))
+
+    def _check_buffer(self, size: int, fmt: str) -> None:
+        """With turn_detection null only a commit ends the buffer, and the engine keeps a bounded timeline."""
+        manual = self.realtime.audio.input.turn_detection is None
+        limit_ms = self.limits.uncommitted_audio_s * 1000
+        if manual and self.uncommitted_ms + duration_ms(size, fmt) > limit_ms:
+            raise ProtocolError(f"the input audio buffer holds {self.uncommitted_ms / 1000:.1f} s, and may hold "
+                                f"{self.limits.uncommitted_audio_s:g} s: commit or clear it first", BUFFER_FULL,
+                                param="audio")
+
+
+def _within_limits(limits: Any, instructions: str | None, tools: list[Any] | None, param: str) -> None:
+    try:
+        check_instructions(instructions, limits)
+    except LimitExceeded as error:
+        raise ProtocolError(error.message, error.code, param=f"{param}.instructions") from None
+    try:
+        check_tools(tools, limits)
+    except LimitExceeded as error:
+        raise ProtocolError(error.message, error.code, param=f"{param}.tools") from None
+
+
+def _check_item_size(item: Item, limits: Any) -> None:
+    """Text, call arguments and outputs count against ``text_chars``; images are bounded by bytes and pixels."""
+    texts = [("item.content", item.text()), ("item.arguments", item.arguments), ("item.output", item.output)]
+    for param, text in texts:
+        try:
+            check_text(text, limits, param)
+        except LimitExceeded as error:
+            raise ProtocolError(error.message, error.code, param=param) from None
 
 
 def _check_item(item: Item) -> None:

@@ -22,6 +22,14 @@ ITEM_NOT_FOUND = "item_not_found"
 DUPLICATE_ITEM = "duplicate_item_id"
 INVALID_API_KEY = "invalid_api_key"
 UNSUPPORTED = "unsupported"
+# limits (serve_app/session/options.py LimitsOptions; the README's "Limits" table)
+RATE_LIMITED = "rate_limit_exceeded"
+APPEND_TOO_LARGE = "audio_append_too_large"
+BUFFER_FULL = "input_audio_buffer_full"
+# the engine's limit codes: the client sent too much, whatever the phase
+LIMIT_CODES = frozenset({"audio_too_fast", "audio_backlog", "image_too_large", "image_too_many_pixels",
+                         "too_many_images", "text_too_long", "instructions_too_long", "too_many_tools",
+                         "tools_too_large", RATE_LIMITED})
 
 # engine error codes that have an OpenAI name
 _ENGINE_CODES = {
@@ -42,5 +50,5 @@ class ProtocolError(Exception):
 
 
 def engine_error(message: str, phase: str, code: str) -> ProtocolError:
-    kind = SERVER_ERROR if phase in _MODEL_PHASES else INVALID_REQUEST
+    kind = SERVER_ERROR if phase in _MODEL_PHASES and code not in LIMIT_CODES else INVALID_REQUEST
     return ProtocolError(message, _ENGINE_CODES.get(code, code), kind=kind)

@@ -93,12 +93,14 @@ class Entry:
 
 
 class Conversation:
-    """The items of the one default conversation, in order."""
+    """The items of the one default conversation, in order: the last ``max_items`` of them. Older ones
+    are forgotten (``item_not_found`` afterwards), as the LLM context forgets old turns."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_items: int = 1000) -> None:
         self.id = new_id("conv")
         self.entries: dict[str, Entry] = {}  # insertion-ordered: dict order is conversation order
         self._order: list[str] = []
+        self.max_items = max_items
 
     def last_id(self) -> str | None:
         return self._order[-1] if self._order else None
@@ -116,6 +118,8 @@ class Conversation:
             previous = previous_item_id
             self._order.insert(self._order.index(previous_item_id) + 1, item.id)
         self.entries[item.id] = Entry(item, engine_ref or item.id)
+        while len(self._order) > self.max_items:
+            del self.entries[self._order.pop(0)]
         return previous
 
     def previous_of(self, item_id: str) -> str | None:
