@@ -21,6 +21,9 @@ _TURN_SPANS = {
 class TurnMetrics:
     def __init__(self) -> None:
         self.sessions = Gauge("openrealtime_sessions_active", "Open sessions on this ingress replica")
+        self.loop_tasks = Gauge("openrealtime_event_loop_tasks",
+                                "asyncio tasks on this ingress replica's event loop (sessions, their helpers, Serve's "
+                                "own), counted when /metrics is read: a count that grows with no sessions open is a leak")
         self.errors = Counter("openrealtime_errors_total", "Error events sent", ["phase", "code"])
         self.latency = Histogram("openrealtime_turn_latency_seconds",
                                  "Per-turn latency from end of speech (or barge-in onset)", ["span"],
