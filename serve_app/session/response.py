@@ -167,8 +167,8 @@ class Response:
             if not self.tts_failed and self.sentences:
                 self.host.emit(AudioComplete(), self.generation)
         except ServiceError as error:
-            self.failure = error
-            self.host.emit(ErrorEvent(error.message, error.phase, error.code), self.generation)
+            self.failure = error  # the reply failed as a whole: retry_turn asks again (Responder.last_input)
+            self.host.emit(ErrorEvent(error.message, error.phase, error.code, retryable=True), self.generation)
         finally:
             if not speaker.done():
                 speaker.cancel()
