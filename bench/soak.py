@@ -38,8 +38,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.conversation_load import Conversation, Stage, load_clips, percentile  # noqa: E402
-from client import DEFAULT_MANIFEST  # noqa: E402  (../shared/peer_pipecat, put on sys.path by conversation_load)
+from bench.conversation_load import DEFAULT_MANIFEST, Conversation, Stage, load_clips, percentile
 
 # The processes of a Ray Serve graph, by their titles (``ray::<actor class>:<app>:<deployment>``).
 _ROLE_PREFIXES = (("ray::ServeReplica:", None), ("ray::ProxyActor", "proxy"), ("ray::HAProxyManager", "haproxy_manager"),
@@ -55,8 +54,8 @@ def role_of(process: psutil.Process) -> str:
         return "gone"
     title = cmdline[0] if cmdline else name
     for prefix, role in _ROLE_PREFIXES:
-        if title.startswith(prefix):
-            return role or title.rsplit(":", 1)[-1]
+        if title.startswith(prefix):  # a replica's title gains ".<method>" while it runs a call
+            return role or title.rsplit(":", 1)[-1].split(".", 1)[0]
     if "haproxy" in name:
         return "haproxy"
     return "ray"
@@ -77,7 +76,7 @@ def rss_by_role(root_pid: int) -> dict[str, float]:
 
 def metric_value(text: str, name: str) -> float | None:
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+        if line.startswith((name + " ", name + "{")):
             return float(line.rsplit(" ", 1)[1])
     return None
 

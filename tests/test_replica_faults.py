@@ -20,6 +20,7 @@ import sqlite3
 import time
 from contextlib import closing
 
+import httpx
 import numpy as np
 import psutil
 import pytest
@@ -42,7 +43,8 @@ EVENT_TIMEOUT_S = 60
 def graph(tmp_path_factory):
     db_dir = tmp_path_factory.mktemp("db")
     with local_graph(db_dir, speculative_turns=False, partial_transcripts=False) as port:
-        yield {"url": f"ws://127.0.0.1:{port}/ws", "db": db_dir / "sessions.sqlite3"}
+        yield {"url": f"ws://127.0.0.1:{port}/ws", "db": db_dir / "sessions.sqlite3",
+               "metrics": f"http://127.0.0.1:{port}/metrics"}
 
 
 # ---- the replicas ------------------------------------------------------------------------------
@@ -180,7 +182,7 @@ def test_stt_replica_killed_while_transcribing(graph, client, clip_by_name):
     client.say(clip)
     client.until_state("transcribing")
     error, _ = killed_mid_call(client, "STT", "stt")
-    assert error["code"] == "service_unavailable" and "stt" in error["message"]
+    assert error["code"] == "service_unavailable" and "restarting" in error["message"]
     assert not [e for e in client.events if e["type"] == "transcript_final"]
     client.say(clip)  # the next turn works, on the new replica
     final = client.until_type("transcript_final")
@@ -193,8 +195,12 @@ def test_llm_replica_killed_while_thinking(graph, client):
     client.send({"type": "user_message", "text": "Tell me a long story about a dragon and a knight."})
     client.until_type("llm_token")
     error, _ = killed_mid_call(client, "LLM", "llm")
-    assert error["code"] == "service_unavailable" and "llm" in error["message"]
+    assert error["code"] == "service_unavailable" and "restarting" in error["message"]
+    assert "retry_turn" in error["message"]  # the native hint: the failed reply can be asked for again
     assert not [e for e in client.events if e["type"] == "llm_complete"]
+    client.send({"type": "retry_turn"})  # on the new replica
+    assert client.until_type("llm_complete")["fullText"].strip()
+    client.until_state("listening")
     a_text_turn_works(client)
 
 
@@ -219,6 +225,13 @@ def stored(db, session_id: str) -> list[tuple]:
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         return conn.execute("SELECT id, role, content, status FROM messages WHERE session_id = ? ORDER BY id",
                             (session_id,)).fetchall()
+
+
+def metric(url: str, name: str) -> float | None:
+    for line in httpx.get(url, timeout=30).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
 
 
 def resume(url: str, started: dict, timeout: float = RESTART_TIMEOUT_S) -> tuple[Client, dict]:
@@ -262,5 +275,7 @@ def test_ingress_replica_killed_mid_turn_the_client_resumes_with_every_message(g
         a_text_turn_works(again)  # and the conversation goes on, on the new ingress replica
         after = stored(graph["db"], session_id)
         assert after[: len(rows)] == rows and [role for _, role, _, _ in after[len(rows):]] == ["user", "assistant"]
+        tasks = metric(graph["metrics"], "openrealtime_event_loop_tasks")
+        assert tasks is not None and tasks >= 1  # the new replica's loop, counted for the soak's leak watch
     finally:
         again.close()
