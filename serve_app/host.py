@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket
 
 from serve_app.clients.models import ModelServices
 from serve_app.clients.vad_ticker import VadTicker
+from serve_app.metrics import TURN_METRICS
 from serve_app.protocols.native import NativeAdapter
 from serve_app.protocols.openai_realtime import RealtimeAdapter, read_handshake
 from serve_app.protocols.openai_realtime import server_events as realtime_events
@@ -67,6 +68,7 @@ class SessionHost:
             if self.store is None:
                 self.store = await SessionStore.open(self.options.store_url or self.options.session.database_path())
                 self.ticker = VadTicker(self.models.detect_speech, self.options.session.vad_tick_ms / 1000)
+                TURN_METRICS.count_tasks_of(asyncio.get_running_loop())
 
     def new_session(self, api_key: str | None = None) -> Session:
         """``api_key``: the key the client presented; with keys configured, its sessions are that key's."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -21,6 +23,9 @@ _TURN_SPANS = {
 class TurnMetrics:
     def __init__(self) -> None:
         self.sessions = Gauge("openrealtime_sessions_active", "Open sessions on this ingress replica")
+        self.loop_tasks = Gauge("openrealtime_event_loop_tasks",
+                                "asyncio tasks on the sessions' event loop of this ingress replica (sessions, their "
+                                "helpers, Serve's own), counted when read: growth with no sessions open is a leak")
         self.errors = Counter("openrealtime_errors_total", "Error events sent", ["phase", "code"])
         self.latency = Histogram("openrealtime_turn_latency_seconds",
                                  "Per-turn latency from end of speech (or barge-in onset)", ["span"],
@@ -32,6 +37,11 @@ class TurnMetrics:
         self.prompt_tokens = Counter("openrealtime_llm_prompt_tokens_total",
                                      "Prompt tokens of turn replies: evaluated, or cached (KV prefix reused)",
                                      ["kind"])
+
+    def count_tasks_of(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Count ``loop``'s tasks at every scrape; set from the loop the sessions run on, since the
+        ingress's own methods are pickled by value and would set a copy of the gauge."""
+        self.loop_tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
 
     def observe(self, times: dict[str, float]) -> None:
         for span, (start, end) in _TURN_SPANS.items():

@@ -7,6 +7,8 @@ import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from ray.exceptions import RayActorError
+
 from deployments.errors import ModelInputError
 from serve_app.clients.models import ServiceError
 
@@ -16,6 +18,9 @@ def as_service_error(phase: str, error: BaseException) -> ServiceError:
         return error
     if isinstance(error, ModelInputError):  # Ray re-raises it as a subclass, so this holds across the hop
         return ServiceError(phase, error.code, error.message)
+    if isinstance(error, RayActorError):  # the replica's process died mid-call (ActorDiedError, ...)
+        return ServiceError(phase, "service_unavailable",
+                            f"the {phase} service stopped during the call; Ray Serve is restarting it")
     if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
         return ServiceError(phase, "timeout", f"the {phase} service did not answer in time")
     detail = str(error).strip().splitlines()[-1][:200] if str(error).strip() else type(error).__name__

@@ -177,7 +177,7 @@ class Response:
             if not self.tts_failed and self.sentences:
                 self.host.emit(AudioComplete(), self.generation)
         except ServiceError as error:
-            self._fail(error)
+            self._fail(error, retryable=True)  # the reply failed as a whole: retry_turn asks again (Responder.last_input)
         except Exception as error:
             phase = "tts" if speaker.done() and not speaker.cancelled() and speaker.exception() is error \
                 else self.stage
@@ -190,9 +190,9 @@ class Response:
             await asyncio.gather(thinker, speaker, return_exceptions=True)
         await self._on_done(self)
 
-    def _fail(self, error: ServiceError) -> None:
+    def _fail(self, error: ServiceError, retryable: bool = False) -> None:
         self.failure = error
-        self.host.emit(ErrorEvent(error.message, error.phase, error.code), self.generation)
+        self.host.emit(ErrorEvent(error.message, error.phase, error.code, retryable=retryable), self.generation)
 
     async def _think(self, sentences: asyncio.Queue[str | None]) -> None:
         splitter = SentenceSplitter()
