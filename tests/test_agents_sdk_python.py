@@ -176,7 +176,7 @@ async def test_the_python_agents_sdk_holds_a_whole_conversation(models, smart_tu
                      and i.content[0].type == "input_audio" and i.content[0].transcript], "the barge-in's answer")
             spoken = answered[0]
             assert "fellow american" in normalise(spoken.content[0].transcript)
-            cut = [i for i in heard.history[before:] if isinstance(i, AssistantMessageItem)][0]
+            cut = next(i for i in heard.history[before:] if isinstance(i, AssistantMessageItem))
             assert cut.status == "incomplete" and len(_said(cut)) < len(STORY)
 
             # 5. the agent's tool: called by the server, run by the SDK, answered after its output
