@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, WebSocket
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi import FastAPI, HTTPException, Request, WebSocket
+from fastapi.responses import FileResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -45,6 +45,14 @@ class Ingress:
     @api.websocket("/v1/realtime")
     async def openai_realtime_session(self, websocket: WebSocket) -> None:
         await self.host.serve_openai(websocket)
+
+    @api.post("/twilio/voice", include_in_schema=False)
+    async def twilio_voice(self, request: Request) -> Response:
+        return await self.host.twilio_voice(request)
+
+    @api.websocket("/twilio/media")
+    async def twilio_media(self, websocket: WebSocket) -> None:
+        await self.host.serve_twilio(websocket)
 
     async def _service_health(self, name: str, handle: DeploymentHandle) -> dict[str, Any]:
         response = handle.info.remote()

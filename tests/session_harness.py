@@ -11,7 +11,8 @@ from typing import Any
 
 import anyio
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from serve_app.host import SessionHost
@@ -35,6 +36,14 @@ def build_app(host: SessionHost) -> FastAPI:
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
         await host.serve_openai(websocket)
+
+    @app.post("/twilio/voice")
+    async def twilio_voice(request: Request) -> Response:
+        return await host.twilio_voice(request)
+
+    @app.websocket("/twilio/media")
+    async def twilio_media(websocket: WebSocket) -> None:
+        await host.serve_twilio(websocket)
 
     return app
 
