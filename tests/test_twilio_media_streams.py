@@ -35,8 +35,8 @@ STORY = ["The old ship left at dawn.", "Its crew sang as they worked.", "By noon
 AUTH_TOKEN = "twilio-test-token"
 
 
-def live(models, fake, db, smart_turn_model, **twilio) -> LiveServer:
-    options = ServerOptions.model_validate({"session": {"db_path": str(db)}, "twilio": twilio})
+def live(models, fake, db, smart_turn_model, session: dict | None = None, **twilio) -> LiveServer:
+    options = ServerOptions.model_validate({"session": {"db_path": str(db), **(session or {})}, "twilio": twilio})
     llm = models.with_llm(LlmOptions(backend="ollama", ollama_host=fake.url, ollama_model="llama3.2"))
     return LiveServer(build_app(SessionHost(llm, options, InProcessTurnEnd(smart_turn_model))))
 
@@ -49,13 +49,16 @@ def signed(url: str, params: dict[str, str] | None = None) -> dict[str, str]:
     return {"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(url, params or {})}
 
 
+@pytest.mark.parametrize("lead_ms", [1000, 60_000], ids=["while-the-reply-is-sent", "after-it-was-all-sent"])
 async def test_a_call_is_answered_and_a_barge_in_keeps_only_what_the_caller_heard(
-        models, smart_turn_model, fake_ollama, tmp_path, clip_by_name):
+        lead_ms, models, smart_turn_model, fake_ollama, tmp_path, clip_by_name):
+    """With a 60 s lead the engine sends the whole reply at once and is done with it while Twilio
+    still plays it: the caller's speech must still stop the audio and cut the reply."""
     fake_ollama.script(FakeReply(content=" ".join(STORY)), FakeReply(content="Of course, I will stop."))
     question = to_mulaw_8k(clip_by_name("librispeech_1089-134691-0000.wav").pcm16())  # "HE COULD WAIT NO LONGER"
     interruption = to_mulaw_8k(clip_by_name("jfk_inaugural_ask_not.wav").pcm16()[: 16000 * 3])
     db = tmp_path / "db.sqlite3"
-    with live(models, fake_ollama, db, smart_turn_model, auth_token=AUTH_TOKEN) as server:
+    with live(models, fake_ollama, db, smart_turn_model, {"playback_lead_ms": lead_ms}, auth_token=AUTH_TOKEN) as server:
         form = {"CallSid": "CA00000000000000000000000000000001", "From": "+14155550100", "To": "+14155550199"}
         webhook = f"http://127.0.0.1:{server.port}/twilio/voice"
         async with httpx.AsyncClient() as http:
