@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from serve_app.clients.models import ModelServices
@@ -21,6 +22,8 @@ from serve_app.metrics import TURN_METRICS
 from serve_app.protocols.native import NativeAdapter
 from serve_app.protocols.openai_realtime import RealtimeAdapter, read_handshake
 from serve_app.protocols.openai_realtime import server_events as realtime_events
+from serve_app.protocols.twilio import webhook as twilio_webhook
+from serve_app.protocols.twilio.adapter import TwilioAdapter
 from serve_app.session.engine import Session
 from serve_app.session.smart_turn_runner import SmartTurnRunner
 from serve_app.session.transcription_load import TranscriptionLoad
@@ -103,6 +106,20 @@ class SessionHost:
             return
         await self._ready()
         await RealtimeAdapter(websocket, self.new_session(handshake.api_key), handshake).run()
+
+    async def twilio_voice(self, request: Request) -> Response:
+        """``POST /twilio/voice``: Twilio's call webhook, answered with TwiML that opens ``/twilio/media``."""
+        return await twilio_webhook.voice_webhook(request, self.options.twilio, self.options.api_keys)
+
+    async def serve_twilio(self, websocket: WebSocket) -> None:
+        """``/twilio/media``: one phone call; refused before the upgrade (HTTP 403) unless Twilio signed it."""
+        refusal = twilio_webhook.upgrade_refusal(websocket, self.options.twilio, self.options.api_keys)
+        if refusal is not None:
+            await websocket.close(code=POLICY_VIOLATION, reason=refusal)
+            return
+        await websocket.accept()
+        await self._ready()
+        await TwilioAdapter(websocket, self.new_session(), self.options.twilio).run()
 
     async def close(self) -> None:
         async with self._lock:

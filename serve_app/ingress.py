@@ -51,6 +51,14 @@ class Ingress:
     async def openai_realtime_session(self, websocket: WebSocket) -> None:
         await self.host.serve_openai(websocket)
 
+    @api.post("/twilio/voice", include_in_schema=False)
+    async def twilio_voice(self, request: Request) -> Response:
+        return await self.host.twilio_voice(request)
+
+    @api.websocket("/twilio/media")
+    async def twilio_media(self, websocket: WebSocket) -> None:
+        await self.host.serve_twilio(websocket)
+
     @api.get("/health")
     async def health(self) -> dict[str, Any]:
         return await self.health_report.report()

@@ -42,6 +42,14 @@ def build_app(host: SessionHost, health: ServiceHealth | None = None) -> FastAPI
     async def realtime(websocket: WebSocket) -> None:
         await host.serve_openai(websocket)
 
+    @app.post("/twilio/voice")
+    async def twilio_voice(request: Request) -> Response:
+        return await host.twilio_voice(request)
+
+    @app.websocket("/twilio/media")
+    async def twilio_media(websocket: WebSocket) -> None:
+        await host.serve_twilio(websocket)
+
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
         return metrics_page(request, host.options.api_keys)

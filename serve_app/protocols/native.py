@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 _CLIENT = TypeAdapter(wire.ClientMessage)
 # engine events for clients that manage the conversation themselves; the native wire has no form for them
 _NOT_ON_THE_WIRE = (ev.UserAudioCommitted, ev.TranscriptEmpty, ev.ResponseStarted, ev.ResponseEnded,
-                    ev.ReplyTruncated)
+                    ev.ReplyTruncated, ev.SentenceSent)
 MAX_TEXT_FRAME_BYTES = 16 * 1024 * 1024  # base64 images; the image itself is checked after decoding
 # what to send instead of an engine error's message, where the answer is a native command
 _COMMAND_HINTS = {"not_started": "send start_conversation or resume_session first",

@@ -227,6 +227,17 @@ class AudioOut:
 
 
 @dataclass
+class SentenceSent:
+    """All of one spoken piece's audio has been emitted; it ends ``end_ms`` into the reply's audio.
+
+    For adapters that learn what the listener has played (Twilio's marks): cutting a reply at
+    ``end_ms`` with ``TruncateReply`` keeps exactly the pieces up to and including this one."""
+
+    text: str
+    end_ms: float
+
+
+@dataclass
 class AudioComplete:
     pass
 
@@ -321,7 +332,7 @@ class ReplyTruncated:
 
 Event = (
     SessionStarted | SessionResumed | StateChanged | SpeechStarted | SpeechStopped | TranscriptPartial
-    | TranscriptFinal | LlmToken | LlmComplete | AudioOut | AudioComplete | ToolCallStarted | ToolCallFinished
+    | TranscriptFinal | LlmToken | LlmComplete | AudioOut | SentenceSent | AudioComplete | ToolCallStarted | ToolCallFinished
     | VisionResult | Interrupted | StopSpeaking | ErrorEvent | Pong | UserAudioCommitted | TranscriptEmpty
     | ResponseStarted | ResponseEnded | ReplyTruncated | SessionTakenOver
 )

@@ -9,6 +9,7 @@ replies with their audio timing so a client can truncate them to what was heard.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -278,7 +279,8 @@ class Responder:
             self.channel.error(f"no spoken reply {command.message_id!r} to truncate", "session", "unknown_message",
                                ref=command.message_id)
             return
-        audio_ms = max(0, min(command.audio_ms, int(response.audio_sent_ms)))
+        # rounded up: cut at the int below a reply's last sample, its last piece would lose a word
+        audio_ms = max(0, min(command.audio_ms, math.ceil(response.audio_sent_ms)))
         text = response.text_at(audio_ms)
         message.content = text
         if response.reply_message_id is not None:

@@ -33,6 +33,7 @@ from serve_app.session.events import (
     Event,
     LlmComplete,
     LlmToken,
+    SentenceSent,
     ToolCallFinished,
     ToolCallStarted,
 )
@@ -312,6 +313,8 @@ class Response:
                 async for chunk in self.services.synthesize(request):
                     await self._send_audio(chunk, sentence)
                 sentence.complete = True
+                if sentence.sent_ms:
+                    self.host.emit(SentenceSent(text, self.audio_sent_ms), self.generation)
             except ServiceError as error:  # TTS down: carry on as text only
                 self.tts_failed = True
                 self.host.emit(ErrorEvent(f"{error.message}; continuing without audio", error.phase, error.code),
