@@ -19,6 +19,10 @@ from serve_app.clients.vad_ticker import VadTicker
 from serve_app.protocols.native import NativeAdapter
 from serve_app.protocols.openai_realtime import RealtimeAdapter, read_handshake
 from serve_app.protocols.openai_realtime import server_events as realtime_events
+from serve_app.protocols.openai_realtime.session_config import updated
+from serve_app.protocols.openai_realtime.transport import WebSocketTransport
+from serve_app.protocols.webrtc.calls import RealtimeCalls
+from serve_app.protocols.webrtc.client_secrets import Credentials, Refused
 from serve_app.session.engine import Session
 from serve_app.session.smart_turn_runner import SmartTurnRunner
 from serve_app.session.transcription_load import TranscriptionLoad
@@ -52,6 +56,8 @@ class SessionHost:
         self.sessions: dict[str, Session] = {}  # live sessions by id, so a resume can take over
         self.stt_load = TranscriptionLoad()  # partial transcripts yield to final ones, across sessions
         self._lock = asyncio.Lock()
+        self.credentials = Credentials(options.api_keys, options.webrtc.client_secret_ttl_s)
+        self.calls = RealtimeCalls(self, self.credentials, options.webrtc)  # WebRTC: POST /v1/realtime/calls
 
     async def _ready(self) -> None:
         """Store and ticker belong to the serving event loop, so they are made on first use."""
@@ -76,10 +82,12 @@ class SessionHost:
         """``GET /v1/realtime``: the OpenAI Realtime protocol over the same sessions."""
         handshake = read_handshake(websocket)
         await websocket.accept(subprotocol=handshake.subprotocol)
-        refusal = None
-        if not key_accepted(self.options.api_keys, handshake.api_key):
-            refusal = ("invalid_api_key", "Incorrect API key provided.")
-        elif handshake.call_id is not None:
+        refusal, grant = None, None
+        try:
+            grant = self.credentials.check(handshake.api_key)  # an API key, or an unexpired ek_ client secret
+        except Refused as refused:
+            refusal = (refused.code, refused.message)
+        if refusal is None and handshake.call_id is not None:
             refusal = ("unsupported", "joining SIP/WebRTC calls (call_id) is not supported; open a session instead")
         if refusal is not None:
             code, message = refusal
@@ -88,9 +96,13 @@ class SessionHost:
             await websocket.close(code=POLICY_VIOLATION, reason=message[:120])
             return
         await self._ready()
-        await RealtimeAdapter(websocket, self.new_session(), handshake).run()
+        adapter = RealtimeAdapter(WebSocketTransport(websocket), self.new_session(), handshake)
+        if grant.session:  # what the client secret was minted with
+            adapter.realtime = updated(adapter.realtime, grant.session)
+        await adapter.run()
 
     async def close(self) -> None:
+        await self.calls.close()
         async with self._lock:
             if self.store is not None:
                 await self.store.close()

@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, WebSocket
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi import FastAPI, HTTPException, Request, WebSocket
+from fastapi.responses import FileResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -45,6 +45,18 @@ class Ingress:
     @api.websocket("/v1/realtime")
     async def openai_realtime_session(self, websocket: WebSocket) -> None:
         await self.host.serve_openai(websocket)
+
+    @api.post("/v1/realtime/calls", status_code=201)
+    async def realtime_call(self, request: Request) -> Response:
+        return await self.host.calls.create_call(request)
+
+    @api.post("/v1/realtime/calls/{call_id}/hangup")
+    async def realtime_hang_up(self, call_id: str, request: Request) -> Response:
+        return await self.host.calls.hang_up(call_id, request)
+
+    @api.post("/v1/realtime/client_secrets")
+    async def realtime_client_secret(self, request: Request) -> Response:
+        return await self.host.calls.create_client_secret(request)
 
     async def _service_health(self, name: str, handle: DeploymentHandle) -> dict[str, Any]:
         response = handle.info.remote()

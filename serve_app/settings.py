@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from serve_app.protocols.webrtc.options import WebRtcOptions
 from serve_app.session.options import SessionOptions
 
 
@@ -19,3 +20,4 @@ class ServerOptions(BaseModel):
         "deployment", description="where the per-tick VAD runs: the batched VAD deployment (one handle call per "
         "tick for all sessions; the GPU configs' choice), or in the ingress replica's own process (no hop)")
     session: SessionOptions = Field(default_factory=SessionOptions)
+    webrtc: WebRtcOptions = Field(default_factory=WebRtcOptions)

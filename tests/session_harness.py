@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from starlette.websockets import WebSocket
 
 from serve_app.host import SessionHost
@@ -35,6 +35,18 @@ def build_app(host: SessionHost) -> FastAPI:
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
         await host.serve_openai(websocket)
+
+    @app.post("/v1/realtime/calls")
+    async def realtime_call(request: Request):
+        return await host.calls.create_call(request)
+
+    @app.post("/v1/realtime/calls/{call_id}/hangup")
+    async def realtime_hang_up(call_id: str, request: Request):
+        return await host.calls.hang_up(call_id, request)
+
+    @app.post("/v1/realtime/client_secrets")
+    async def realtime_client_secret(request: Request):
+        return await host.calls.create_client_secret(request)
 
     return app
 

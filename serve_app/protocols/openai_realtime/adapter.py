@@ -13,9 +13,8 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from serve_app.protocols.ending import end_session
+from serve_app.protocols.ending import finish_session
 from serve_app.protocols.openai_realtime import client_events as ce
 from serve_app.protocols.openai_realtime import server_events as se
 from serve_app.protocols.openai_realtime.audio import decode_base64, duration_ms, to_pcm16
@@ -51,6 +50,7 @@ from serve_app.protocols.openai_realtime.session_config import (
     engine_voice,
     updated,
 )
+from serve_app.protocols.openai_realtime.transport import EventTransport, Playback
 from serve_app.session import events as ev
 from serve_app.session.engine import Session
 from serve_app.session.policy import ResponseOverrides
@@ -62,8 +62,10 @@ MIN_COMMIT_MS = 100
 
 
 class RealtimeAdapter:
-    def __init__(self, websocket: WebSocket, session: Session, handshake: Handshake) -> None:
-        self.websocket, self.session, self.beta = websocket, session, handshake.beta
+    def __init__(self, transport: EventTransport, session: Session, handshake: Handshake,
+                 playback: Playback | None = None) -> None:
+        self.transport, self.session, self.beta = transport, session, handshake.beta
+        self.playback = playback  # WebRTC: audio goes out on the media track, not in events
         self.realtime = RealtimeSession(model=handshake.model or "openrealtime",
                                         instructions=session.options.instructions)
         self.conversation = Conversation()
@@ -77,6 +79,12 @@ class RealtimeAdapter:
     # ---- sending -----------------------------------------------------------------------
 
     async def send(self, *events: se.ServerEvent) -> None:
+        async with self._send_lock:  # one batch at a time, so a playback event cannot cut into one
+            if self.playback is not None:
+                events = self.playback.outgoing(list(events))
+            await self._send_batch(events)
+
+    async def _send_batch(self, events: Any) -> None:
         for event in events:
             frame: dict[str, Any] | None = event.wire()
             if self.beta:
@@ -87,14 +95,13 @@ class RealtimeAdapter:
             if len(text) >= MAX_FRAME_BYTES:  # every producer keeps under this; a bug must not kill clients
                 logger.error("dropping a %s event of %d bytes (over the frame limit)", frame["type"], len(text))
                 continue
-            async with self._send_lock:
-                if self._gone:
-                    return
-                try:
-                    await self.websocket.send_text(text)
-                except Exception:  # noqa: BLE001 - the client went away; the reader sees the disconnect
-                    self._gone = True
-                    return
+            if self._gone:
+                return
+            try:
+                await self.transport.send_text(text)
+            except Exception:  # noqa: BLE001 - the client went away; the reader sees the disconnect
+                self._gone = True
+                return
 
     async def send_error(self, error: ProtocolError, event_id: str | None = None) -> None:
         await self.send(se.Error(error=se.ErrorDetail(type=error.kind, code=error.code, message=error.message,
@@ -125,8 +132,7 @@ class RealtimeAdapter:
             case ce.AudioAppend():
                 fmt = self.realtime.audio.input.format.type
                 payload = decode_base64(event.audio)
-                submit(ev.AudioIn(to_pcm16(payload, fmt)))
-                self.uncommitted_ms += duration_ms(len(payload), fmt)
+                self.audio_in(to_pcm16(payload, fmt), duration_ms(len(payload), fmt))
             case ce.SessionUpdate():
                 self.realtime = updated(self.realtime, event.session)
                 submit(engine_settings(self.realtime, self.session.options.turn_detection))
@@ -159,7 +165,16 @@ class RealtimeAdapter:
                     raise ProtocolError("Cancellation failed: no active response found", CANCEL_NOT_ACTIVE)
                 submit(ev.Interrupt())
             case ce.OutputAudioClear():
-                pass
+                if self.playback is None:
+                    return  # over a WebSocket the client owns playback
+                if self.active is not None:  # cutting the audio off ends its response, as OpenAI does
+                    submit(ev.Interrupt())
+                await self.send(*self.playback.clear())
+
+    def audio_in(self, pcm16: bytes, ms: float) -> None:
+        """Microphone audio as PCM16 at the input format's rate, from an append or a call's media track."""
+        self.session.submit(ev.AudioIn(pcm16))
+        self.uncommitted_ms += ms
 
     async def _create_item(self, event: ce.ItemCreate) -> None:
         try:
@@ -342,19 +357,18 @@ class RealtimeAdapter:
         engine = loop.create_task(self.session.run())
         writer = loop.create_task(self._write())
         try:
-            while True:
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                if message.get("text") is not None:
-                    await self.on_text(message["text"])
-                elif message.get("bytes") is not None:
+            while (frame := await self.transport.receive()) is not None:
+                if isinstance(frame, str):
+                    await self.on_text(frame)
+                else:
                     await self.send_error(ProtocolError("binary frames are not part of this protocol; send JSON "
                                                         "events as text frames", UNSUPPORTED))
-        except WebSocketDisconnect:
-            pass
         finally:
-            await asyncio.shield(end_session(self.session, self.websocket, engine, writer))
+            await asyncio.shield(self._end(engine, writer))
+
+    async def _end(self, engine: asyncio.Task, writer: asyncio.Task) -> None:
+        await finish_session(self.session, engine, writer)
+        await self.transport.close()
 
 
 def _check_item(item: Item) -> None:
