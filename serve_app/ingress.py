@@ -58,6 +58,10 @@ class Ingress:
     async def realtime_client_secret(self, request: Request) -> Response:
         return await self.host.calls.create_client_secret(request)
 
+    @api.options("/v1/realtime/{path:path}", include_in_schema=False)
+    async def realtime_preflight(self, path: str, request: Request) -> Response:
+        return self.host.calls.preflight(request)  # CORS, for pages on other origins
+
     async def _service_health(self, name: str, handle: DeploymentHandle) -> dict[str, Any]:
         response = handle.info.remote()
         try:

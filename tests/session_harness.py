@@ -48,6 +48,10 @@ def build_app(host: SessionHost) -> FastAPI:
     async def realtime_client_secret(request: Request):
         return await host.calls.create_client_secret(request)
 
+    @app.options("/v1/realtime/{path:path}")
+    async def realtime_preflight(path: str, request: Request):
+        return host.calls.preflight(request)
+
     return app
 
 

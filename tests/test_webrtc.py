@@ -161,6 +161,10 @@ async def test_keys_secrets_and_bad_offers_are_refused_with_clear_errors(models,
                     None, '{"type": "realtime", "max_output_tokens": 0}')}),
                 "bad ttl": await post("/client_secrets", API_KEY, json={"expires_after": {"seconds": 5}}),
             }
+            origin = {"Origin": "https://app.example"}
+            preflight = await http.options(base + "/calls", headers=origin | {
+                "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"})
+            cross_origin = await post("/calls", API_KEY, content=b"v=0", headers=origin | {"Content-Type": "application/sdp"})
         await peer.close()
         async with realtime(server.ws_url, api_key=fresh) as rt:  # a secret opens a WebSocket session too
             opened = await rt.until("session.created")
@@ -175,3 +179,8 @@ async def test_keys_secrets_and_bad_offers_are_refused_with_clear_errors(models,
     assert "expired" in results["expired secret"].json()["error"]["message"]
     assert results["bad session"].json()["error"]["param"] == "session.max_output_tokens"
     assert opened["session"]["type"] == "realtime"
+    # a page on another origin may call, as it calls api.openai.com, and read the call id from Location
+    assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "https://app.example"
+    assert "authorization" in preflight.headers["access-control-allow-headers"]
+    assert cross_origin.headers["access-control-allow-origin"] == "https://app.example"
+    assert cross_origin.headers["access-control-expose-headers"] == "Location"

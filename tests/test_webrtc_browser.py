@@ -1,6 +1,6 @@
 """A browser app built for OpenAI Realtime, over WebRTC: Debian Chromium (headless, driven by
 Playwright) runs @openai/agents' RealtimeSession with its WebRTC transport (OpenAIRealtimeWebRTC)
-from a page this test serves, against the in-process server with the real VAD, Whisper, end-of-turn
+from a page this test serves on another origin (so CORS is exercised as a real app's would be), against the in-process server with the real VAD, Whisper, end-of-turn
 model and Piper (the LLM's replies scripted through the fake Ollama). A WAV file is its microphone.
 
 Every wait is on the page's own state (window.webrtcTest), never a sleep. The JS SDK runs with its
@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from playwright.sync_api import Page, sync_playwright
 
@@ -90,13 +91,13 @@ def test_the_js_agents_sdk_webrtc_transport_talks_to_the_server_from_chromium(
     llm = models.with_llm(LlmOptions(backend="ollama", ollama_host=fake_ollama.url, ollama_model="llama3.2"))
     options = server_options(tmp_path / "db.sqlite3").model_copy(update={"api_keys": [API_KEY]})
     host = SessionHost(llm, options, InProcessTurnEnd(smart_turn_model))
-    app = build_app(host)
-    app.mount("/js", StaticFiles(directory=JS_DIR))  # the page, from the server's own origin
-    with LiveServer(app) as server:
+    pages = FastAPI()
+    pages.mount("/js", StaticFiles(directory=JS_DIR))
+    with LiveServer(build_app(host)) as server, LiveServer(pages) as site:  # two ports: two origins
         base = f"http://127.0.0.1:{server.port}"
         secret = httpx.post(f"{base}/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {API_KEY}"},
                             json={"session": {"type": "realtime"}}).json()["value"]
-        with page_with_microphone(browser, f"{base}/js/webrtc_page.html?key={secret}", wav) as page:
+        with page_with_microphone(browser, f"http://127.0.0.1:{site.port}/js/webrtc_page.html?key={secret}&server={base}", wav) as page:
             done = wait_for_event(page, "response.done")
             stopped = wait_for_event(page, "output_audio_buffer.stopped", 30)
             page.wait_for_function("window.webrtcTest.history.filter(i => i.role === 'user' && "

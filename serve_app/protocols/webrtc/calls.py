@@ -9,6 +9,8 @@
   "session": {...}}`` -> ``{"value": "ek_...", "expires_at": ..., "session": {...}}``.
 
 Calls live in the ingress replica that answered the offer; a hang-up reaches that replica's calls.
+Pages on other origins may call these endpoints, as they call api.openai.com (CORS, ``cors_origins``):
+the answer's ``Location`` is exposed to them, since the Agents SDK reads the call id from it.
 """
 
 from __future__ import annotations
@@ -53,7 +55,36 @@ class RealtimeCalls:
         if options.loopback_candidates:
             _offer_loopback_candidates()
 
+    def preflight(self, request: Request) -> Response:
+        """``OPTIONS``: a browser asking whether its page may POST here with these headers."""
+        headers = self._cors(request)
+        if headers:
+            headers |= {"Access-Control-Allow-Methods": "POST, OPTIONS", "Access-Control-Max-Age": "600",
+                        "Access-Control-Allow-Headers": request.headers.get("access-control-request-headers", "")}
+        return Response(status_code=204, headers=headers)
+
+    def _cors(self, request: Request) -> dict[str, str]:
+        origin, allowed = request.headers.get("origin"), self.options.cors_origins
+        if origin is None or not ("*" in allowed or origin in allowed):
+            return {}
+        return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": "Location", "Vary": "Origin"}
+
     async def create_call(self, request: Request) -> Response:
+        response = await self._create_call(request)
+        response.headers.update(self._cors(request))
+        return response
+
+    async def hang_up(self, call_id: str, request: Request) -> Response:
+        response = await self._hang_up(call_id, request)
+        response.headers.update(self._cors(request))
+        return response
+
+    async def create_client_secret(self, request: Request) -> Response:
+        response = await self._create_client_secret(request)
+        response.headers.update(self._cors(request))
+        return response
+
+    async def _create_call(self, request: Request) -> Response:
         try:
             grant = self.credentials.check(bearer(request))
             offer, config = await self._read_offer(request)
@@ -78,7 +109,7 @@ class RealtimeCalls:
         return Response(answer, status_code=201, media_type="application/sdp",
                         headers={"Location": f"/v1/realtime/calls/{call.id}"})
 
-    async def hang_up(self, call_id: str, request: Request) -> Response:
+    async def _hang_up(self, call_id: str, request: Request) -> Response:
         try:
             self.credentials.check(bearer(request))
         except Refused as refused:
@@ -89,7 +120,7 @@ class RealtimeCalls:
         await call.hang_up()
         return Response(status_code=200)
 
-    async def create_client_secret(self, request: Request) -> Response:
+    async def _create_client_secret(self, request: Request) -> Response:
         if self.credentials.required and not self.credentials.is_api_key(bearer(request)):
             return error_response(401, "invalid_api_key", "Incorrect API key provided.")  # an ek_ cannot mint
         try:

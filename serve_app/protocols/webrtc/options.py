@@ -23,4 +23,7 @@ class WebRtcOptions(BaseModel):
     max_calls: int = Field(50, ge=1, description="concurrent calls per ingress replica; more are refused with 429")
     connect_timeout_s: float = Field(
         30.0, gt=0, description="a call whose client never opens the oai-events data channel is dropped after this")
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["*"], description="web origins whose pages may call these endpoints (as they call "
+        "api.openai.com): ['*'] any, [] none. Keys travel as bearer tokens, never cookies")
     client_secret_ttl_s: int = Field(600, ge=10, le=7200, description="default lifetime of an ephemeral key (ek_...)")
