@@ -110,7 +110,7 @@ def test_the_js_agents_sdk_webrtc_transport_talks_to_the_server_from_chromium(
                 "window.webrtcTest.events.filter(e => e.type === 'output_audio_buffer.started').length === 2",
                 timeout=60_000)
             played = page.evaluate("window.webrtcTest.inbound.seconds")
-            page.wait_for_function(f"window.webrtcTest.inbound.seconds > {played + 2}", timeout=10_000)  # 2 s heard
+            page.wait_for_function(f"window.webrtcTest.inbound.seconds > {played + 3.5}", timeout=10_000)  # its first sentence
             page.evaluate("window.interrupt()")
             cleared = wait_for_event(page, "output_audio_buffer.cleared", 30)
             page.wait_for_function("window.webrtcTest.events.filter(e => e.type === 'response.done').length === 2",
@@ -134,8 +134,11 @@ def test_the_js_agents_sdk_webrtc_transport_talks_to_the_server_from_chromium(
     assert done["response"]["status"] == "completed" and stopped["response_id"] == done["response"]["id"]
     assert types.index("output_audio_buffer.started") < types.index("response.done") < types.index(
         "output_audio_buffer.stopped")
-    user = next(i for i in state["history"] if i["role"] == "user")
-    assistant = next(i for i in state["history"] if i["role"] == "assistant")
+    history = {item["itemId"]: item for item in state["history"]}
+    order = [(item["role"], item["status"]) for item in state["history"]]
+    assert order == [("user", "completed"), ("assistant", "completed"), ("user", "completed"),
+                     ("assistant", "incomplete")], state["history"]
+    user, assistant = state["history"][0], history[done["response"]["output"][0]["id"]]
     assert normalise(user["content"][0]["transcript"]) == "he could wait no longer"
     assert assistant["content"][0]["transcript"] == REPLY and assistant["status"] == "completed"
     assert audio["packets"] > 100 and audio["energy"] > 0, audio  # seconds of Opus at 20 ms a packet, not silence
@@ -145,6 +148,6 @@ def test_the_js_agents_sdk_webrtc_transport_talks_to_the_server_from_chromium(
     assert types.count("output_audio_buffer.cleared") == 1
     heard = retrieved["item"]["content"][0]["transcript"]
     assert STORY.startswith(heard) and len(heard) < len(STORY) / 2, heard
-    told = next(i for i in state["history"] if i.get("itemId") == truncated["item_id"])
+    told = history[truncated["item_id"]]
     assert told["content"][0]["transcript"] == heard, told  # and so does the SDK's own history
     assert call_id not in host.calls.calls  # the browser's hang-up ended the server's call
