@@ -66,6 +66,11 @@ class SessionHost:
                 self.store = await SessionStore.open(self.options.store_url or self.options.session.database_path())
                 self.ticker = VadTicker(self.models.detect_speech, self.options.session.vad_tick_ms / 1000)
 
+    async def open_session(self) -> Session:
+        """A session for a transport that is not a socket served here (a WebRTC call)."""
+        await self._ready()
+        return self.new_session()
+
     def new_session(self) -> Session:
         return Session(self.models, self.store, self.options.session, vad_ticker=self.ticker,
                        smart_turn=self.smart_turn, registry=self.sessions, stt_load=self.stt_load)

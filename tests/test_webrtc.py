@@ -7,6 +7,7 @@ output buffer and its events, barge-in, and hang-up.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import httpx
@@ -20,7 +21,7 @@ from serve_app.protocols.webrtc.client_secrets import Credentials
 from tests.fake_ollama import FakeReply
 from tests.live_server import LiveServer
 from tests.realtime_harness import realtime
-from tests.session_harness import build_app, server_options
+from tests.session_harness import build_app, server_options, stored_messages
 from tests.text_normalise import normalise
 from tests.webrtc_peer import Peer
 
@@ -86,7 +87,8 @@ async def test_a_spoken_question_over_webrtc_is_answered_on_the_reply_track(mode
 async def test_barge_in_clears_the_output_buffer_and_the_reply_is_cut_to_what_was_played(
         models, fake_ollama, tmp_path, clip_by_name):
     fake_ollama.script(FakeReply(content=LONG_REPLY, chunks=40), FakeReply(content="Sorry, go on."))
-    with live(models, fake_ollama, tmp_path / "db.sqlite3", playback_lead_ms=500) as server:
+    db = tmp_path / "db.sqlite3"
+    with live(models, fake_ollama, db, playback_lead_ms=500) as server:
         client = sdk(server)
         peer = Peer()
         try:
@@ -134,6 +136,13 @@ async def test_barge_in_clears_the_output_buffer_and_the_reply_is_cut_to_what_wa
     heard = retrieved["item"]["content"][0]["transcript"]
     assert heard and LONG_REPLY.startswith(heard) and len(heard) < len(LONG_REPLY) / 2, heard
     assert gone.status_code == 404
+    # what the hang-up left in the store: both turns, the story cut to what was heard
+    with sqlite3.connect(db) as connection:
+        session_id = connection.execute("SELECT id FROM sessions").fetchone()[0]
+    rows = [(r["role"], r["status"], r["content"]) for r in stored_messages(db, session_id)
+            if r["role"] in ("user", "assistant")]
+    assert [(role, status) for role, status, _ in rows[:2]] == [("user", "complete"), ("assistant", "interrupted")]
+    assert normalise(rows[0][2]) == "he could wait no longer" and rows[1][2] == heard
 
 
 async def test_keys_secrets_and_bad_offers_are_refused_with_clear_errors(models, fake_ollama, tmp_path):

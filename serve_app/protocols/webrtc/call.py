@@ -29,6 +29,8 @@ from serve_app.session.engine import Session
 
 logger = logging.getLogger(__name__)
 
+SESSION_END_S = 15.0  # how long a hang-up waits for the session to store its last turn
+
 
 def rtc_configuration(options: WebRtcOptions) -> RTCConfiguration:
     servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in options.ice_servers]
@@ -48,7 +50,8 @@ class RealtimeCall:
         self._opened = asyncio.Event()
         self._running = False
         self._tasks: set[asyncio.Task] = set()
-        self._ended = False
+        self._session_task: asyncio.Task | None = None
+        self._ending: asyncio.Task | None = None
         self.pc.addTrack(self.playback.track)
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("track", self._on_track)
@@ -82,7 +85,7 @@ class RealtimeCall:
         if not self._opened.is_set():
             self._opened.set()
             self._running = True
-            self._spawn(self._run())
+            self._session_task = self._spawn(self._run())
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
@@ -99,7 +102,7 @@ class RealtimeCall:
             await self.adapter.run()  # until the channel closes; the session is stored as it ends
         finally:
             self._running = False
-            await self.hang_up()
+            self._spawn(self.hang_up())  # not awaited: the hang-up waits for this task to finish
 
     async def _listen(self, track: MediaStreamTrack) -> None:
         """Microphone frames -> PCM16 at the session's input rate -> the engine (once the session runs)."""
@@ -130,20 +133,25 @@ class RealtimeCall:
         if entry is not None:
             self.adapter.session.submit(ev.TruncateReply(entry.engine_ref, heard_ms))
 
-    def _spawn(self, coroutine) -> None:
+    def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
+        self._tasks.add(task)  # held until done: a task nobody references may be collected mid-way
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # ---- the end ----------------------------------------------------------------------------
 
     async def hang_up(self) -> None:
-        """End the call from our side (idempotent): the session ends and stores what was said."""
-        if self._ended:
-            return
-        self._ended = True
-        if self.adapter is not None and self.adapter.transport is not None and self._running:
+        """End the call (idempotent; whoever asks first): the session ends and stores what was said."""
+        if self._ending is None:
+            self._ending = asyncio.get_running_loop().create_task(self._end())
+        await asyncio.shield(self._ending)
+
+    async def _end(self) -> None:
+        if self._running:
             await self.adapter.transport.close()  # the adapter's reader sees the end and finishes the session
+        if self._session_task is not None:
+            await asyncio.wait({self._session_task}, timeout=SESSION_END_S)
         self.playback.close()
         await self.pc.close()
         self.on_end(self)

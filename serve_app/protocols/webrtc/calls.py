@@ -98,8 +98,7 @@ class RealtimeCalls:
         if len(self.calls) >= self.options.max_calls:
             return error_response(429, "too_many_calls", f"this server is in {len(self.calls)} calls already; "
                                   "try again later")
-        await self.host._ready()
-        call = RealtimeCall(new_id("rtc"), self.host.new_session(), self.options, model, config, self._ended)
+        call = RealtimeCall(new_id("rtc"), await self.host.open_session(), self.options, model, config, self._ended)
         self.calls[call.id] = call
         try:
             answer = await call.answer(offer)
