@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 from deployments.llm import LlmOptions
 from serve_app.host import SessionHost
 from serve_app.protocols.webrtc.client_secrets import Credentials
+from serve_app.protocols.webrtc.options import WebRtcOptions
 from tests.fake_ollama import FakeReply
 from tests.live_server import LiveServer
 from tests.realtime_harness import realtime
@@ -29,9 +30,11 @@ API_KEY = "sk-webrtc-test"
 LONG_REPLY = " ".join(f"Sentence number {n} of a long story about the sea." for n in range(1, 25))
 
 
-def live(models, fake_ollama, db, api_keys: list[str] | None = None, **session) -> LiveServer:
+def live(models, fake_ollama, db, api_keys: list[str] | None = None, webrtc: WebRtcOptions | None = None,
+         **session) -> LiveServer:
     models = models.with_llm(LlmOptions(backend="ollama", ollama_host=fake_ollama.url, ollama_model="llama3.2"))
-    options = server_options(db, **session).model_copy(update={"api_keys": api_keys or []})
+    options = server_options(db, **session).model_copy(update={"api_keys": api_keys or [],
+                                                               "webrtc": webrtc or WebRtcOptions()})
     return LiveServer(build_app(SessionHost(models, options)))
 
 
@@ -146,7 +149,8 @@ async def test_barge_in_clears_the_output_buffer_and_the_reply_is_cut_to_what_wa
 
 
 async def test_keys_secrets_and_bad_offers_are_refused_with_clear_errors(models, fake_ollama, tmp_path):
-    with live(models, fake_ollama, tmp_path / "db.sqlite3", api_keys=[API_KEY]) as server:
+    with live(models, fake_ollama, tmp_path / "db.sqlite3", api_keys=[API_KEY], webrtc=WebRtcOptions(max_calls=1)) \
+            as server:
         base = f"http://127.0.0.1:{server.port}/v1/realtime"
         expired = Credentials([API_KEY]).mint(None, 10, now=time.time() - 3600).value
         fresh = (await sdk(server).realtime.client_secrets.create()).value
@@ -170,6 +174,8 @@ async def test_keys_secrets_and_bad_offers_are_refused_with_clear_errors(models,
                     None, '{"type": "realtime", "max_output_tokens": 0}')}),
                 "bad ttl": await post("/client_secrets", API_KEY, json={"expires_after": {"seconds": 5}}),
             }
+            first = await post("/calls", API_KEY, **sdp)  # answered, and never connected: it holds the one place
+            results["over max_calls"] = await post("/calls", API_KEY, **sdp)
             origin = {"Origin": "https://app.example"}
             preflight = await http.options(base + "/calls", headers=origin | {
                 "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"})
@@ -184,7 +190,8 @@ async def test_keys_secrets_and_bad_offers_are_refused_with_clear_errors(models,
         "expired secret": (401, "invalid_api_key"), "forged secret": (401, "invalid_api_key"),
         "secret mints": (401, "invalid_api_key"), "not sdp": (400, "invalid_offer"),
         "json body": (400, "unsupported_content_type"), "bad session": (400, "invalid_value"),
-        "bad ttl": (400, "invalid_value")}
+        "bad ttl": (400, "invalid_value"), "over max_calls": (429, "too_many_calls")}
+    assert first.status_code == 201
     assert "expired" in results["expired secret"].json()["error"]["message"]
     assert results["bad session"].json()["error"]["param"] == "session.max_output_tokens"
     assert opened["session"]["type"] == "realtime"

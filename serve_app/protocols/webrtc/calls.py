@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -29,6 +29,9 @@ from serve_app.protocols.openai_realtime.session_config import RealtimeSession, 
 from serve_app.protocols.webrtc.call import RealtimeCall
 from serve_app.protocols.webrtc.client_secrets import Credentials, Refused
 from serve_app.protocols.webrtc.options import WebRtcOptions
+
+if TYPE_CHECKING:
+    from serve_app.host import SessionHost
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +52,8 @@ def bearer(request: Request) -> str | None:
 class RealtimeCalls:
     """The calls of one ingress replica, and the endpoints that make and end them."""
 
-    def __init__(self, host: Any, credentials: Credentials, options: WebRtcOptions) -> None:
-        self.host, self.credentials, self.options = host, credentials, options  # host: serve_app.host.SessionHost
+    def __init__(self, host: SessionHost, credentials: Credentials, options: WebRtcOptions) -> None:
+        self.host, self.credentials, self.options = host, credentials, options
         self.calls: dict[str, RealtimeCall] = {}
         if options.loopback_candidates:
             _offer_loopback_candidates()
