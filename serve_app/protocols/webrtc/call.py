@@ -45,8 +45,11 @@ class RealtimeCall:
         self.playback = ServerPlayback(output_format=lambda: self.adapter.realtime.audio.output.format.type,
                                        truncate=self._truncate)
         handshake = Handshake(beta=False, api_key=None, subprotocol=None, model=model, call_id=call_id)
-        self.adapter: RealtimeAdapter | None = None
-        self._session, self._handshake, self._config = session, handshake, config
+        # its transport is the client's data channel, set when that arrives (before the adapter runs)
+        self.adapter = RealtimeAdapter(None, session, handshake, playback=self.playback)
+        if config:
+            self.adapter.realtime = updated(self.adapter.realtime, config)
+        self.playback.send = self.adapter.send
         self._opened = asyncio.Event()
         self._running = False
         self._tasks: set[asyncio.Task] = set()
@@ -59,11 +62,6 @@ class RealtimeCall:
 
     async def answer(self, offer_sdp: str) -> str:
         """Apply the offer, gather our host candidates (no trickle ICE over HTTP), return the answer."""
-        transport = None  # set when the client's channel arrives
-        self.adapter = RealtimeAdapter(transport, self._session, self._handshake, playback=self.playback)
-        if self._config:
-            self.adapter.realtime = updated(self.adapter.realtime, self._config)
-        self.playback.send = self.adapter.send
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._spawn(self._watch_opening())
