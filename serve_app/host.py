@@ -22,8 +22,12 @@ from serve_app.metrics import TURN_METRICS
 from serve_app.protocols.native import NativeAdapter
 from serve_app.protocols.openai_realtime import RealtimeAdapter, read_handshake
 from serve_app.protocols.openai_realtime import server_events as realtime_events
+from serve_app.protocols.openai_realtime.session_config import updated
+from serve_app.protocols.openai_realtime.transport import WebSocketTransport
 from serve_app.protocols.twilio import webhook as twilio_webhook
 from serve_app.protocols.twilio.adapter import TwilioAdapter
+from serve_app.protocols.webrtc.calls import RealtimeCalls
+from serve_app.protocols.webrtc.client_secrets import Credentials, Refused
 from serve_app.session.engine import Session
 from serve_app.session.smart_turn_runner import SmartTurnRunner
 from serve_app.session.transcription_load import TranscriptionLoad
@@ -64,6 +68,8 @@ class SessionHost:
         self.sessions: dict[str, Session] = {}  # live sessions by id, so a resume can take over
         self.stt_load = TranscriptionLoad()  # partial transcripts yield to final ones, across sessions
         self._lock = asyncio.Lock()
+        self.credentials = Credentials(options.api_keys, options.webrtc.client_secret_ttl_s)
+        self.calls = RealtimeCalls(self, self.credentials, options.webrtc)  # WebRTC: POST /v1/realtime/calls
 
     async def _ready(self) -> None:
         """Store and ticker belong to the serving event loop, so they are made on first use."""
@@ -72,6 +78,11 @@ class SessionHost:
                 self.store = await SessionStore.open(self.options.store_url or self.options.session.database_path())
                 self.ticker = VadTicker(self.models.detect_speech, self.options.session.vad_tick_ms / 1000)
                 TURN_METRICS.count_tasks_of(asyncio.get_running_loop())
+
+    async def open_session(self) -> Session:
+        """A session for a transport that is not a socket served here (a WebRTC call)."""
+        await self._ready()
+        return self.new_session()
 
     def new_session(self, api_key: str | None = None) -> Session:
         """``api_key``: the key the client presented; with keys configured, its sessions are that key's."""
@@ -93,10 +104,12 @@ class SessionHost:
         """``GET /v1/realtime``: the OpenAI Realtime protocol over the same sessions."""
         handshake = read_handshake(websocket)
         await websocket.accept(subprotocol=handshake.subprotocol)
-        refusal = None
-        if not key_accepted(self.options.api_keys, handshake.api_key):
-            refusal = ("invalid_api_key", "Incorrect API key provided.")
-        elif handshake.call_id is not None:
+        refusal, grant = None, None
+        try:
+            grant = self.credentials.check(handshake.api_key)  # an API key, or an unexpired ek_ client secret
+        except Refused as refused:
+            refusal = (refused.code, refused.message)
+        if refusal is None and handshake.call_id is not None:
             refusal = ("unsupported", "joining SIP/WebRTC calls (call_id) is not supported; open a session instead")
         if refusal is not None:
             code, message = refusal
@@ -105,7 +118,10 @@ class SessionHost:
             await websocket.close(code=POLICY_VIOLATION, reason=message[:120])
             return
         await self._ready()
-        await RealtimeAdapter(websocket, self.new_session(handshake.api_key), handshake).run()
+        adapter = RealtimeAdapter(WebSocketTransport(websocket), self.new_session(handshake.api_key), handshake)
+        if grant.session:  # what the client secret was minted with
+            adapter.realtime = updated(adapter.realtime, grant.session)
+        await adapter.run()
 
     async def twilio_voice(self, request: Request) -> Response:
         """``POST /twilio/voice``: Twilio's call webhook, answered with TwiML that opens ``/twilio/media``."""
@@ -122,6 +138,7 @@ class SessionHost:
         await TwilioAdapter(websocket, self.new_session(), self.options.twilio).run()
 
     async def close(self) -> None:
+        await self.calls.close()
         async with self._lock:
             if self.store is not None:
                 await self.store.close()

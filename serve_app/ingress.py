@@ -15,8 +15,8 @@ from deployments.vad import SileroVad, VadOptions
 from serve_app.clients.serve_handles import ServeModels
 from serve_app.clients.turn_end import TurnEndClient
 from serve_app.host import SessionHost
-from serve_app.service_health import ServiceHealth, metrics_page
 from serve_app.metrics import TURN_METRICS
+from serve_app.service_health import ServiceHealth, metrics_page
 from serve_app.settings import ServerOptions
 
 api = FastAPI(title="OpenRealtime")
@@ -50,6 +50,22 @@ class Ingress:
     @api.websocket("/v1/realtime")
     async def openai_realtime_session(self, websocket: WebSocket) -> None:
         await self.host.serve_openai(websocket)
+
+    @api.post("/v1/realtime/calls", status_code=201)
+    async def realtime_call(self, request: Request) -> Response:
+        return await self.host.calls.create_call(request)
+
+    @api.post("/v1/realtime/calls/{call_id}/hangup")
+    async def realtime_hang_up(self, call_id: str, request: Request) -> Response:
+        return await self.host.calls.hang_up(call_id, request)
+
+    @api.post("/v1/realtime/client_secrets")
+    async def realtime_client_secret(self, request: Request) -> Response:
+        return await self.host.calls.create_client_secret(request)
+
+    @api.options("/v1/realtime/{path:path}", include_in_schema=False)
+    async def realtime_preflight(self, path: str, request: Request) -> Response:
+        return self.host.calls.preflight(request)  # CORS, for pages on other origins
 
     @api.post("/twilio/voice", include_in_schema=False)
     async def twilio_voice(self, request: Request) -> Response:

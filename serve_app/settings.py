@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from serve_app.protocols.twilio.options import TwilioOptions
+from serve_app.protocols.webrtc.options import WebRtcOptions
 from serve_app.session.options import SessionOptions
 
 
@@ -23,3 +24,4 @@ class ServerOptions(BaseModel):
         "tick for all sessions; the GPU configs' choice), or in the ingress replica's own process (no hop)")
     session: SessionOptions = Field(default_factory=SessionOptions)
     twilio: TwilioOptions = Field(default_factory=TwilioOptions)
+    webrtc: WebRtcOptions = Field(default_factory=WebRtcOptions)

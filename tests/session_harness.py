@@ -42,6 +42,22 @@ def build_app(host: SessionHost, health: ServiceHealth | None = None) -> FastAPI
     async def realtime(websocket: WebSocket) -> None:
         await host.serve_openai(websocket)
 
+    @app.post("/v1/realtime/calls")
+    async def realtime_call(request: Request):
+        return await host.calls.create_call(request)
+
+    @app.post("/v1/realtime/calls/{call_id}/hangup")
+    async def realtime_hang_up(call_id: str, request: Request):
+        return await host.calls.hang_up(call_id, request)
+
+    @app.post("/v1/realtime/client_secrets")
+    async def realtime_client_secret(request: Request):
+        return await host.calls.create_client_secret(request)
+
+    @app.options("/v1/realtime/{path:path}")
+    async def realtime_preflight(path: str, request: Request):
+        return host.calls.preflight(request)
+
     @app.post("/twilio/voice")
     async def twilio_voice(request: Request) -> Response:
         return await host.twilio_voice(request)

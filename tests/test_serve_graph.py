@@ -152,6 +152,31 @@ def test_an_openai_sdk_voice_turn_through_the_serve_proxy(graph, clip_by_name):
     assert len(rt.audio()) > 24000  # > 0.5 s of 24 kHz PCM16
 
 
+def test_a_webrtc_call_to_the_deployed_ingress(graph, clip_by_name):
+    """POST /v1/realtime/calls through HAProxy to the Ingress replica, whose aiortc peer talks Opus over UDP."""
+    from tests.realtime_harness import assert_answered
+    from tests.webrtc_peer import Peer
+
+    async def call():
+        peer = Peer()
+        try:
+            answer = await peer.call(f"http://127.0.0.1:{graph['port']}/v1/realtime/calls")
+            peer.microphone.say(clip_by_name("voice2json_turn_on_living_room_lamp.wav").pcm16())
+            transcribed = await peer.until("conversation.item.input_audio_transcription.completed", 120)
+            done = await peer.until("response.done", 120)
+            await peer.until("output_audio_buffer.stopped", 60)
+            return peer, answer, transcribed, done
+        finally:
+            await peer.close()
+
+    peer, answer, transcribed, done = asyncio.run(call())
+    assert answer.status_code == 201 and answer.headers["location"].startswith("/v1/realtime/calls/rtc_")
+    assert normalise(transcribed["transcript"]) == "turn on the living room lamp"
+    assert_answered(done)
+    assert "response.output_audio.delta" not in peer.types()
+    assert peer.voiced_s(peer.time_of("output_audio_buffer.started")) > 0.5  # the reply, heard as Opus
+
+
 def test_the_readme_openai_sdk_snippet_runs_as_written(graph, tmp_path):
     """The README's "Use it from the OpenAI SDK" program, unchanged but for the port, on the deployed graph."""
     readme = (REPO_ROOT / "README.md").read_text()

@@ -13,9 +13,8 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from serve_app.protocols.ending import end_session
+from serve_app.protocols.ending import finish_session
 from serve_app.protocols.flow import NOT_READING, NOT_READING_REASON, SocketFlow
 from serve_app.protocols.openai_realtime import client_events as ce
 from serve_app.protocols.openai_realtime import server_events as se
@@ -55,6 +54,7 @@ from serve_app.protocols.openai_realtime.session_config import (
     engine_voice,
     updated,
 )
+from serve_app.protocols.openai_realtime.transport import EventTransport, Playback
 from serve_app.session import events as ev
 from serve_app.session.engine import Session
 from serve_app.session.limits import LimitExceeded, check_instructions, check_text, check_tools
@@ -67,8 +67,10 @@ MIN_COMMIT_MS = 100
 
 
 class RealtimeAdapter:
-    def __init__(self, websocket: WebSocket, session: Session, handshake: Handshake) -> None:
-        self.websocket, self.session, self.beta = websocket, session, handshake.beta
+    def __init__(self, transport: EventTransport, session: Session, handshake: Handshake,
+                 playback: Playback | None = None) -> None:
+        self.transport, self.session, self.beta = transport, session, handshake.beta
+        self.playback = playback  # WebRTC: audio goes out on the media track, not in events
         self.limits = session.options.limits
         self.flow = SocketFlow(session)
         self.realtime = RealtimeSession(model=handshake.model or "openrealtime",
@@ -84,6 +86,12 @@ class RealtimeAdapter:
     # ---- sending -----------------------------------------------------------------------
 
     async def send(self, *events: se.ServerEvent) -> None:
+        async with self._send_lock:  # one batch at a time, so a playback event cannot cut into one
+            if self.playback is not None:
+                events = self.playback.outgoing(list(events))
+            await self._send_batch(events)
+
+    async def _send_batch(self, events: Any) -> None:
         for event in events:
             frame: dict[str, Any] | None = event.wire()
             if self.beta:
@@ -94,16 +102,15 @@ class RealtimeAdapter:
             if len(text) >= MAX_FRAME_BYTES:  # every producer keeps under this; a bug must not kill clients
                 logger.error("dropping a %s event of %d bytes (over the frame limit)", frame["type"], len(text))
                 continue
-            async with self._send_lock:
-                if self._gone:
-                    return
-                try:
-                    sent = await self.flow.send(self.websocket.send_text(text))
-                except Exception:  # noqa: BLE001 - the client went away; the reader sees the disconnect
-                    sent = False
-                if not sent:  # gone, or not reading (run() then closes the socket)
-                    self._gone = True
-                    return
+            if self._gone:
+                return
+            try:
+                sent = await self.flow.send(self.transport.send_text(text))
+            except Exception:  # noqa: BLE001 - the client went away; the reader sees the disconnect
+                sent = False
+            if not sent:  # gone, or not reading (run() then closes the transport)
+                self._gone = True
+                return
 
     async def send_error(self, error: ProtocolError, event_id: str | None = None) -> None:
         await self.send(se.Error(error=se.ErrorDetail(type=error.kind, code=error.code, message=error.message,
@@ -143,8 +150,7 @@ class RealtimeAdapter:
                                         param="audio")
                 payload = decode_base64(event.audio)
                 self._check_buffer(len(payload), fmt)
-                submit(ev.AudioIn(to_pcm16(payload, fmt)))
-                self.uncommitted_ms += duration_ms(len(payload), fmt)
+                self.audio_in(to_pcm16(payload, fmt), duration_ms(len(payload), fmt))
             case ce.SessionUpdate():
                 session = updated(self.realtime, event.session)
                 _within_limits(self.limits, session.instructions, [t.model_dump() for t in session.tools],
@@ -180,7 +186,16 @@ class RealtimeAdapter:
                     raise ProtocolError("Cancellation failed: no active response found", CANCEL_NOT_ACTIVE)
                 submit(ev.Interrupt())
             case ce.OutputAudioClear():
-                pass
+                if self.playback is None:
+                    return  # over a WebSocket the client owns playback
+                if self.active is not None:  # cutting the audio off ends its response, as OpenAI does
+                    submit(ev.Interrupt())
+                await self.send(*self.playback.clear())
+
+    def audio_in(self, pcm16: bytes, ms: float) -> None:
+        """Microphone audio as PCM16 at the input format's rate, from an append or a call's media track."""
+        self.session.submit(ev.AudioIn(pcm16))
+        self.uncommitted_ms += ms
 
     async def _create_item(self, event: ce.ItemCreate) -> None:
         try:
@@ -371,26 +386,24 @@ class RealtimeAdapter:
             if await self.flow.read_until_stalled(self._read()):
                 close = (NOT_READING, NOT_READING_REASON)
         finally:
-            await asyncio.shield(end_session(self.session, self.websocket, engine, writer, close))
+            await asyncio.shield(self._end(engine, writer, close))
+
+    async def _end(self, engine: asyncio.Task, writer: asyncio.Task, close: tuple[int, str] | None) -> None:
+        await finish_session(self.session, engine, writer, stalled=close is not None)
+        await self.transport.close(*(close or ()))
 
     async def _read(self) -> None:
-        try:
-            while True:
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                if not await self.flow.admit():
-                    if (notice := self.flow.rate_notice()) is not None:
-                        await self.send_error(ProtocolError(notice, RATE_LIMITED))
-                    continue
-                if message.get("text") is not None:
-                    await self.on_text(message["text"])
-                elif message.get("bytes") is not None:
-                    await self.send_error(ProtocolError("binary frames are not part of this protocol; send JSON "
-                                                        "events as text frames", UNSUPPORTED))
-                await self.flow.room()  # backpressure: read on once the session has room
-        except WebSocketDisconnect:
-            pass
+        while (frame := await self.transport.receive()) is not None:
+            if not await self.flow.admit():
+                if (notice := self.flow.rate_notice()) is not None:
+                    await self.send_error(ProtocolError(notice, RATE_LIMITED))
+                continue
+            if isinstance(frame, str):
+                await self.on_text(frame)
+            else:
+                await self.send_error(ProtocolError("binary frames are not part of this protocol; send JSON "
+                                                    "events as text frames", UNSUPPORTED))
+            await self.flow.room()  # backpressure: read on once the session has room
 
     def _check_buffer(self, size: int, fmt: str) -> None:
         """With turn_detection null only a commit ends the buffer, and the engine keeps a bounded timeline."""
