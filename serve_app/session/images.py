@@ -14,7 +14,7 @@ from serve_app.session.channel import SessionChannel
 from serve_app.session.conversation import Conversation
 from serve_app.session.events import ImageIn, VisionResult
 from serve_app.session.inbox import Described
-from serve_app.session.limits import LimitExceeded, check_image_pixels
+from serve_app.session.limits import LimitExceeded, check_image_pixels, check_text
 from serve_app.session.options import LimitsOptions
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class Images:
             return
         try:
             check_image_pixels(image.data, self.limits)
+            check_text(image.prompt, self.limits, "an image's prompt")
         except LimitExceeded as error:
             self.channel.error(error.message, "vision", error.code, ref=image.message_id)
             return
