@@ -27,10 +27,12 @@ from tests.session_harness import build_app, stored_messages
 from tests.text_normalise import normalise
 from tests.twilio_simulator import TwilioCall, parse_twiml, to_mulaw_8k
 
-# pieces the engine speaks one by one: each sentence short enough to be its own piece (no commas,
-# under eight words), so a mark follows each
-STORY = ["The old ship left at dawn.", "Its crew sang as they worked.", "By noon the wind turned cold.",
-         "Waves rose higher than the mast.", "The captain held the wheel all night.",
+# the pieces the engine speaks one by one, a mark after each: the reply's first piece is a clause or
+# its first eight words, so the first sentence is shorter than that; later pieces are whole sentences.
+# The third is long (about six seconds), so a slow machine still barges in while it plays.
+STORY = ["The old ship left at dawn.", "Its crew sang as they worked.",
+         ("By noon the wind had turned cold and strong, the waves rose higher than the mast, and every "
+         "sailor held on to the ropes with both hands."),
          "At sunrise they saw the shore."]
 AUTH_TOKEN = "twilio-test-token"
 
@@ -66,7 +68,8 @@ async def test_a_call_is_answered_and_a_barge_in_keeps_only_what_the_caller_hear
         url, parameters = parse_twiml(answer.text)
         async with TwilioCall(url, parameters=parameters, headers=signed(url)) as call:
             call.say(question)
-            heard = await call.until(lambda h: len(h.echoed) >= 2)  # two pieces of the story played out
+            # two pieces of the story played out, and half a second of the third waits to be played
+            heard = await call.until(lambda h: len(h.echoed) >= 2 and h.buffered_bytes >= 4000)
             call.say(interruption)  # the caller talks over the third
             await call.until(lambda h: bool(h.of("clear")))
             cleared_at = heard.received.index(heard.of("clear")[0])
@@ -79,7 +82,8 @@ async def test_a_call_is_answered_and_a_barge_in_keeps_only_what_the_caller_hear
     assert url == f"ws://127.0.0.1:{server.port}/twilio/media"
     heard_first = [m for m in heard.echoed if reply_of(m) == first_reply]
     assert len(heard_first) == 2, heard.echoed  # the clear came while the third piece played
-    assert any(reply_of(m) == first_reply for m in heard.dropped)  # what the clear dropped was echoed too
+    if lead_ms == 60_000:  # the later pieces' marks were in Twilio's buffer too: echoed as dropped, ignored
+        assert any(reply_of(m) == first_reply for m in heard.dropped)
     after_clear = [m for m in heard.received[cleared_at:] if m["event"] == "mark"]
     assert after_clear and all(reply_of(m["mark"]["name"]) != first_reply for m in after_clear)
     assert heard.played_bytes > 8000 * 4  # the story's first pieces and the second answer were played

@@ -54,9 +54,15 @@ class Heard:
     echoed: list[str] = field(default_factory=list)  # marks echoed because their audio was played
     dropped: list[str] = field(default_factory=list)  # marks echoed because a clear dropped their audio
     played_bytes: int = 0
+    buffered_bytes: int = 0  # received, not yet played
+    by_event: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def add(self, message: dict[str, Any]) -> None:
+        self.received.append(message)
+        self.by_event.setdefault(message["event"], []).append(message)
 
     def of(self, event: str) -> list[dict[str, Any]]:
-        return [m for m in self.received if m["event"] == event]
+        return self.by_event.get(event, [])
 
 
 class TwilioCall:
@@ -146,7 +152,7 @@ class TwilioCall:
             async for raw in self._socket:
                 message = json.loads(raw)
                 assert message.get("streamSid") == self.stream_sid, message
-                self.heard.received.append(message)
+                self.heard.add(message)
                 if message["event"] == "media":
                     audio = base64.b64decode(message["media"]["payload"])
                     self._buffer += audio
@@ -203,5 +209,6 @@ class TwilioCall:
         await self._send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
 
     async def _notify(self) -> None:
+        self.heard.buffered_bytes = len(self._buffer)
         async with self._changed:
             self._changed.notify_all()

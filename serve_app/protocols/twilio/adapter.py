@@ -102,9 +102,12 @@ class TwilioAdapter:
         await self._send(tw.MarkOut(stream_sid=self.stream_sid, mark=tw.MarkName(name=mark.name)))
 
     async def _clear(self) -> None:
-        """Stop what the caller hears and cut each reply that was playing to the part heard."""
+        """Stop what the caller hears and cut each reply that was playing to the part heard; the reply
+        being answered is cut too, even when the caller had heard all of it that was sent."""
         playing = self.playback.playing
         cut = self.playback.clear()
+        if self.reply is not None and self.reply not in cut:
+            cut.append(self.reply)
         self._unsent = b""
         if playing:
             await self._send(tw.Clear(stream_sid=self.stream_sid))
@@ -211,6 +214,7 @@ class TwilioAdapter:
                 self.reply = None
             case ev.StopSpeaking():
                 await self._clear()
+                self.reply = None  # what the cancelled reply still produces is dropped by the engine
             case ev.SpeechStarted() if self.playback.playing:
                 await self._clear()  # the reply had ended here, but the caller still hears its tail
             case ev.ErrorEvent():
