@@ -38,5 +38,5 @@ async def close_taken_over(websocket: WebSocket) -> None:
     if websocket.application_state is WebSocketState.CONNECTED:
         try:
             await websocket.close(code=TAKEN_OVER_CODE, reason=TAKEN_OVER_REASON)
-        except (RuntimeError, WebSocketDisconnect):
-            pass
+        except (RuntimeError, OSError, WebSocketDisconnect):
+            pass  # it went away by itself meanwhile
