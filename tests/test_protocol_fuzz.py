@@ -52,7 +52,8 @@ def _not_json(text: str) -> bool:
 
 
 not_json = st.one_of(st.text(max_size=300).filter(_not_json),
-                     st.integers(1_000, 200_000).map(lambda n: "{" * n))  # big and unbalanced
+                     st.integers(1_000, 200_000).map(lambda n: "{" * n),  # big and unbalanced
+                     st.integers(5_000, 100_000).map(lambda n: "[" * n + "]" * n))  # nested past the parser's stack
 
 
 def with_fields(kind: str, fields: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[str]:

@@ -84,6 +84,9 @@ class NativeAdapter:
         except json.JSONDecodeError as error:
             self._reject(f"malformed JSON: {error.msg} at position {error.pos}", "invalid_json")
             return
+        except RecursionError:
+            self._reject("JSON nested too deeply", "invalid_json")
+            return
         if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
             self._reject('every message must be a JSON object with a string "type"', "invalid_message")
             return

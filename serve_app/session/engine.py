@@ -279,14 +279,16 @@ class Session:
             return
         if self.responder.busy:
             await self.responder.barge_in("manual")
-        await self._take_over(session_id)
+        leaving = self.session_id
         if stored:
+            await self._take_over(session_id, leaving)
             await self.conversation.reopen(session_id, config)
-        else:
+        else:  # created before it is registered, so a lost race for the id takes nobody's socket
             token = await self.conversation.create(session_id, config, self.api_key)
             if token is None:  # another connection created this id a moment ago
                 self._refuse(session_id)
                 return
+            await self._take_over(session_id, leaving)
         self._open_audio()
         self.channel.emit(SessionStarted(session_id, config, token))
         self.channel.state = State.IDLE
@@ -301,7 +303,7 @@ class Session:
             return
         if self.responder.busy:
             await self.responder.barge_in("manual")
-        await self._take_over(session_id)
+        await self._take_over(session_id, self.session_id)
         stored = await self.conversation.resume(session_id)
         # a turn in flight when the socket dropped cannot continue: resume ready to listen
         state = State.IDLE if stored.state == State.IDLE.value else State.LISTENING
@@ -322,11 +324,12 @@ class Session:
         self.error(f"session {session_id!r} belongs to another client: taking it up needs its current resumeToken "
                    "(and the API key that created it)", "session", "session_forbidden")
 
-    async def _take_over(self, session_id: str) -> None:
-        """The session's previous connection ends (storing what it cut) and its socket is closed; a socket
-        that already dropped may still be storing its last words, so it finishes first."""
-        if self.session_id and self.session_id != session_id and self.registry.get(self.session_id) is self:
-            del self.registry[self.session_id]  # this connection leaves the session it had
+    async def _take_over(self, session_id: str, leaving: str | None) -> None:
+        """Register this connection as ``session_id``'s, leaving the session it had. The session's previous
+        connection ends (storing what it cut) and its socket is closed; one that already dropped may still
+        be storing its last words, so it finishes first."""
+        if leaving and leaving != session_id and self.registry.get(leaving) is self:
+            del self.registry[leaving]
         previous = self.registry.get(session_id)
         if previous is not None and previous is not self:
             previous.submit(TakenOver())

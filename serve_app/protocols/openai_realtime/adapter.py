@@ -128,6 +128,8 @@ class RealtimeAdapter:
                 raw = json.loads(text)
             except json.JSONDecodeError as error:
                 raise ProtocolError(f"malformed JSON: {error.msg} at position {error.pos}", INVALID_JSON) from None
+            except RecursionError:
+                raise ProtocolError("malformed JSON: nested too deeply", INVALID_JSON) from None
             if not isinstance(raw, dict):
                 raise ProtocolError("every event must be a JSON object with a type", INVALID_VALUE)
             event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
