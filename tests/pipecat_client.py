@@ -186,8 +186,9 @@ async def converse(options: dict[str, Any]) -> dict[str, Any]:
         await say("What is the weather in Paris?")
         await recorder.until(lambda: recorder.of(FunctionCallResultFrame, mark), "the function's result")
         answered = recorder.index(recorder.of(FunctionCallResultFrame, mark)[0])
-        await recorder.until(lambda: recorder.of(LLMFullResponseEndFrame, answered) and recorder.spoken(answered),
-                             "the answer after the function")
+        await recorder.until(lambda: recorder.of(TTSTextFrame, answered), "the answer after the function")
+        speaking = recorder.index(recorder.of(TTSTextFrame, answered)[0])
+        await reply_done(speaking, "the end of that answer")
         report["steps"]["tool"] = {"spoken": recorder.spoken(answered)}
     except AssertionError as error:
         report["failure"] = str(error)
