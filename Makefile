@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile scripts/fetch_models.sh 2>/dev/null | cksum | cut -d' ' -f1)
 PARLER_STAMP := .venv-parler/.installed-$(shell cat scripts/parler_env.sh | cksum | cut -d' ' -f1)
+PIPECAT_STAMP := .venv-pipecat/.installed-$(shell cat scripts/pipecat_env.sh | cksum | cut -d' ' -f1)
 # the JavaScript clients the tests drive (tests/js: @openai/agents, pinned in its package-lock.json)
 JS_STAMP := tests/js/node_modules/.installed-$(shell cat tests/js/package-lock.json 2>/dev/null | cksum | cut -d' ' -f1)
 
@@ -43,6 +44,11 @@ $(PARLER_STAMP):
 	rm -f .venv-parler/.installed-*
 	touch $@
 
+$(PIPECAT_STAMP):
+	PYTHON=$(PYTHON) bash scripts/pipecat_env.sh
+	rm -f .venv-pipecat/.installed-*
+	touch $@
+
 $(JS_STAMP):
 	npm ci --prefix tests/js --no-audit --no-fund
 	touch $@
@@ -50,7 +56,7 @@ $(JS_STAMP):
 run: install
 	$(BIN)/serve run configs/local.yaml
 
-test: install $(PARLER_STAMP) $(JS_STAMP)
+test: install $(PARLER_STAMP) $(PIPECAT_STAMP) $(JS_STAMP)
 	bash scripts/system_deps.sh  # Debian chromium and postgresql for the tests (apt-get, only if missing)
 	.venv-parler/bin/python -m pytest -m parler tests/test_tts.py
 	$(BIN)/python -m pytest -m "not parler"
@@ -63,4 +69,4 @@ lint: install
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .venv-parler .pytest_cache tests/js/node_modules
+	rm -rf $(VENV) .venv-parler .venv-pipecat .pytest_cache tests/js/node_modules
