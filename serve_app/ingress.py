@@ -16,7 +16,6 @@ from deployments.vad import SileroVad, VadOptions
 from serve_app.clients.serve_handles import ServeModels
 from serve_app.clients.turn_end import TurnEndClient
 from serve_app.host import SessionHost
-from serve_app.metrics import TURN_METRICS
 from serve_app.settings import ServerOptions
 
 api = FastAPI(title="OpenRealtime")
@@ -80,7 +79,6 @@ class Ingress:
 
     @api.get("/metrics")
     async def metrics(self) -> PlainTextResponse:
-        TURN_METRICS.loop_tasks.set(len(asyncio.all_tasks()))
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
     async def __del__(self) -> None:
