@@ -228,8 +228,9 @@ def plot(soak: Soak, path: Path, title: str) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     rss, tasks, db, latency = axes.flat
     roles = sorted({r for s in samples for r in s.rss_mb}, key=lambda r: -max(s.rss_mb.get(r, 0) for s in samples))
-    for role in roles:
-        rss.plot(minutes, [s.rss_mb.get(role, np.nan) for s in samples], label=role)
+    colours = plt.get_cmap("tab20").colors  # a dozen roles: tab10 would repeat its colours
+    for index, role in enumerate(roles):
+        rss.plot(minutes, [s.rss_mb.get(role, np.nan) for s in samples], label=role, color=colours[index % 20])
     rss.set_ylabel("RSS (MB)")
     rss.set_title("RSS per process role", fontsize=9)
     rss.legend(fontsize=7, ncol=2)

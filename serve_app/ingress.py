@@ -15,7 +15,6 @@ from deployments.vad import SileroVad, VadOptions
 from serve_app.clients.serve_handles import ServeModels
 from serve_app.clients.turn_end import TurnEndClient
 from serve_app.host import SessionHost
-from serve_app.metrics import TURN_METRICS
 from serve_app.service_health import ServiceHealth, metrics_page
 from serve_app.settings import ServerOptions
 
@@ -92,7 +91,6 @@ class Ingress:
 
     @api.get("/metrics")
     async def metrics(self, request: Request) -> Response:
-        TURN_METRICS.loop_tasks.set(len(asyncio.all_tasks()))
         return metrics_page(request, self.options.api_keys)
 
     async def __del__(self) -> None:

@@ -12,6 +12,7 @@ turn is its final transcription: the kill at ``transcribing`` lands while that c
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -279,3 +280,23 @@ def test_ingress_replica_killed_mid_turn_the_client_resumes_with_every_message(g
         assert tasks is not None and tasks >= 1  # the new replica's loop, counted for the soak's leak watch
     finally:
         again.close()
+
+
+# ---- the soak's smoke run ---------------------------------------------------------------------
+
+
+def test_soak_smoke_run_samples_every_role_and_plots(graph, tmp_path):
+    """bench/soak.py for one session, a few samples: RSS per replica, loop tasks, DB size, the plot."""
+    from bench import soak as bench
+
+    run = bench.Soak(url=graph["url"], metrics_url=graph["metrics"], db=graph["db"], headers={}, sessions=1,
+                     seconds=25, sample_s=5, root_pid=psutil.Process().pid)
+    asyncio.run(run.run(seed=3, stagger_s=0))
+    first, last = run.samples[0], run.samples[-1]
+    assert {"Ingress", "STT", "LLM", "TTS", "VAD", "TurnEnd"} <= set(first.rss_mb)
+    assert all(s.loop_tasks is not None for s in run.samples) and max(s.loop_tasks for s in run.samples) >= 1
+    assert last.turns >= 1 and last.db_bytes > first.db_bytes and last.sessions_open == 0
+    growth = bench.growth(run.samples, 1, warm_up_s=0)
+    assert growth["per_session_hour"]["rss_mb.Ingress"] is not None
+    bench.plot(run, tmp_path / "soak.png", "smoke")
+    assert (tmp_path / "soak.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

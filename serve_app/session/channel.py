@@ -112,4 +112,5 @@ class SessionChannel:
     def close(self) -> None:
         for task in list(self._helpers):
             task.cancel()
+        self._watchers.clear()  # they are the stages' methods: a cycle through the channel otherwise
         self.outbox.close()

@@ -94,10 +94,13 @@ class Session:
         self.audio = InputAudio(detection.max_utterance_s + 10, detection.prefix_padding_ms, vad_ticker,
                                 self.channel.submit, vad_pending_s=options.limits.vad_pending_s)
         self.images = Images(self.channel, self.conversation, services, options.max_image_bytes, options.limits)
-        self.transcriber = Transcriber(self.channel, services, stt_load, self.audio, options)
+        self.transcriber = transcriber = Transcriber(self.channel, services, stt_load, self.audio, options)
+        images = self.images
+        # closures over the stages, not over self: a session must not reference itself, or its
+        # buffers outlive it until the cyclic GC runs (bench/soak.py: +100 MB/min on the ingress)
         self.responder = Responder(self.channel, self.conversation, services,
                                    BuiltinTools(weather_url=options.weather_url), options,
-                                   inputs_pending=lambda: self.transcriber.busy or self.images.describing > 0)
+                                   inputs_pending=lambda: transcriber.busy or images.describing > 0)
         self.listener = Listener(self.channel, self.audio, self._turns(TurnPolicy()), self.transcriber,
                                  self.responder, self.conversation, speculative_turns=options.speculative_turns,
                                  pace=AudioPace(options.limits.audio_burst_s))
