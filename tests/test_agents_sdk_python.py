@@ -25,22 +25,12 @@ from agents.realtime.items import AssistantMessageItem, RealtimeToolCallItem, Us
 from deployments.llm import LlmOptions
 from serve_app.clients.turn_end import InProcessTurnEnd
 from serve_app.host import SessionHost
-from tests.fake_ollama import FakeReply
+from tests.agents_conversation import REPLIES, STORY
 from tests.live_server import LiveServer
 from tests.realtime_harness import to_24k, with_silence
 from tests.session_harness import build_app, server_options
 from tests.text_normalise import normalise
 
-STORY = " ".join(f"Sentence number {n} of a long story about the sea and a ship." for n in range(1, 41))
-REPLIES = [
-    FakeReply(content="I hear you: he could wait no longer."),                       # the spoken question
-    FakeReply(content="Paris is the capital of France."),                           # the typed question
-    FakeReply(content=STORY, chunks=40),                                            # stopped by interrupt()
-    FakeReply(content=STORY, chunks=40),                                            # stopped by speech
-    FakeReply(content="All right, I will stop there."),                             # the barge-in's answer
-    FakeReply(tool_calls=[{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]),
-    FakeReply(content="It is sunny and 21 degrees in Paris."),                      # after the tool result
-]
 CHUNK = 24000 * 2 // 50  # 20 ms of 24 kHz PCM16 bytes, as a microphone callback hands them over
 STEP_TIMEOUT_S = 60
 

@@ -22,7 +22,7 @@ import pytest
 from deployments.llm import LlmOptions
 from serve_app.clients.turn_end import InProcessTurnEnd
 from serve_app.host import SessionHost
-from tests.fake_ollama import FakeReply
+from tests.agents_conversation import REPLIES, STORY
 from tests.live_server import LiveServer
 from tests.realtime_harness import to_24k
 from tests.session_harness import build_app, server_options
@@ -31,16 +31,6 @@ from tests.text_normalise import normalise
 JS_DIR = Path(__file__).parent / "js"
 SCRIPT = JS_DIR / "agents_websocket_session.mjs"
 
-STORY = " ".join(f"Sentence number {n} of a long story about the sea and a ship." for n in range(1, 41))
-REPLIES = [
-    FakeReply(content="I hear you: he could wait no longer."),                       # the spoken question
-    FakeReply(content="Paris is the capital of France."),                           # the typed question
-    FakeReply(content=STORY, chunks=40),                                            # stopped by interrupt()
-    FakeReply(content=STORY, chunks=40),                                            # stopped by speech
-    FakeReply(content="All right, I will stop there."),                             # the barge-in's answer
-    FakeReply(tool_calls=[{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]),
-    FakeReply(content="It is sunny and 21 degrees in Paris."),                      # after the tool result
-]
 
 
 def _node_modules_installed() -> bool:
