@@ -21,6 +21,7 @@ import pytest
 
 from deployments.llm import ChatMessage, LlmOptions
 from serve_app.clients.errors import guarded_stream
+from serve_app.clients.models import ServiceError
 from serve_app.session.response import Response, ResponseSettings
 from serve_app.session.tools import BuiltinTools
 from tests.agents_conversation import STORY
@@ -50,6 +51,22 @@ async def test_a_stream_cancelled_as_its_next_item_arrives_stops_there():
     await asyncio.gather(consumer, return_exceptions=True)
     assert consumer.cancelled(), "the cancellation was dropped: the consumer read on"
     assert received == ["one"] and stopped.is_set()
+
+
+async def test_a_stream_whose_next_item_does_not_come_in_time_is_a_timeout_error():
+    never = asyncio.get_running_loop().create_future()
+    stopped = asyncio.Event()
+
+    async def model_stream():
+        yield "one"
+        yield await never  # a replica that stopped answering
+
+    read = []
+    with pytest.raises(ServiceError) as failure:
+        async for item in guarded_stream("llm", model_stream(), 0.05, stopped.set):
+            read.append(item)
+    assert read == ["one"] and (failure.value.phase, failure.value.code) == ("llm", "timeout")
+    assert stopped.is_set()
 
 
 class HeldTts:

@@ -37,7 +37,10 @@ async def guarded_stream(phase: str, items: AsyncIterator, timeout_s: float,
     try:
         while True:
             try:
-                item = await asyncio.wait_for(items.__anext__(), timeout_s)
+                # not wait_for: on 3.11 it drops a cancel that lands as the next item arrives, and a
+                # barge-in's cancelled response then reads on (tests/test_cancel_races.py)
+                async with asyncio.timeout(timeout_s):
+                    item = await items.__anext__()
             except StopAsyncIteration:
                 return
             yield item
