@@ -2,7 +2,6 @@
 
 # No `from __future__ import annotations` here: FastAPI must see the real WebSocket class on the
 # route's signature, or it treats `websocket` as a missing query parameter and closes with 1008.
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from deployments.vad import SileroVad, VadOptions
 from serve_app.clients.serve_handles import ServeModels
 from serve_app.clients.turn_end import TurnEndClient
 from serve_app.host import SessionHost
-from serve_app.service_health import ServiceHealth, metrics_page
+from serve_app.service_health import ServiceHealth, deployment_info_call, metrics_page
 from serve_app.settings import ServerOptions
 
 api = FastAPI(title="OpenRealtime")
@@ -37,8 +36,13 @@ class Ingress:
                                   timeout_s=session.model_timeout_s, local_vad=local_vad)
         smart_turn = TurnEndClient(turn_end, session.model_timeout_s) if session.turn_detection.smart_turn else None
         self.host = SessionHost(self.models, self.options, smart_turn)
+        # a plain loop, not a comprehension: Serve pickles this class by value, and the names a
+        # comprehension in __init__ uses did not travel with it (NameError on the replica)
+        info_calls = {}
+        for name, handle in self.handles.items():
+            info_calls[name] = deployment_info_call(handle)
         self.health_report = ServiceHealth(
-            {name: _info_call(handle) for name, handle in self.handles.items()},
+            info_calls,
             interval_s=self.options.health_interval_s, timeout_s=self.options.health_timeout_s,
             fixed={"smart_turn": {"status": "ok" if smart_turn else "disabled"}})
 
@@ -95,19 +99,8 @@ class Ingress:
 
     async def __del__(self) -> None:
         """Serve drains sessions before this runs; everything was persisted as it happened."""
-        await self.health_report.close()
-        await self.host.close()
+        if hasattr(self, "health_report"):  # a constructor that failed has none to close
+            await self.health_report.close()
+        if hasattr(self, "host"):
+            await self.host.close()
 
-
-def _info_call(handle: DeploymentHandle):
-    """A deployment's ``info``, cancelled on the replica too when health stops waiting for it."""
-
-    async def info() -> Any:
-        response = handle.info.remote()
-        try:
-            return await response
-        except asyncio.CancelledError:
-            response.cancel()  # a local timeout does not reach the replica by itself
-            raise
-
-    return info

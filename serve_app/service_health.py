@@ -81,3 +81,17 @@ def metrics_page(connection: HTTPConnection, api_keys: list[str]) -> Response:
         return PlainTextResponse("an API key is required: Authorization: Bearer <key>", status_code=401,
                                  headers={"WWW-Authenticate": "Bearer"})
     return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+
+
+def deployment_info_call(handle: Any) -> Callable[[], Awaitable[Any]]:
+    """A deployment's ``info``, cancelled on the replica too when health stops waiting for it."""
+
+    async def info() -> Any:
+        response = handle.info.remote()
+        try:
+            return await response
+        except asyncio.CancelledError:
+            response.cancel()  # a local timeout does not reach the replica by itself
+            raise
+
+    return info

@@ -393,7 +393,7 @@ async def test_pending_group_commit_survives_close(tmp_path):
 async def test_a_sessions_pending_tool_calls_become_cancelled_and_finished_ones_stay(store, session_id):
     await store.create_session("s2", {})
     await store.add_tool_call(session_id, "c_done", "calculator", "{}")
-    await store.finish_tool_call("c_done", '{"result": 1}', "ok")
+    await store.finish_tool_call(session_id, "c_done", '{"result": 1}', "ok")
     await store.add_tool_call(session_id, "c_waiting", "set_lamp", "{}")
     await store.add_tool_call("s2", "c_other", "set_lamp", "{}")
     assert await store.cancel_pending_tool_calls(session_id, '{"error": "cancelled"}') == 1
@@ -407,12 +407,12 @@ async def test_a_sqlite_file_from_before_the_cancelled_status_accepts_it_and_kee
     old_schema = SCHEMA.replace("('pending', 'ok', 'error', 'cancelled')", "('pending', 'ok', 'error')")
     with sqlite3.connect(path) as db:
         db.executescript(old_schema)
-        db.execute("INSERT INTO sessions VALUES ('s1', 0, 0, 'idle', '{}')")
+        db.execute("INSERT INTO sessions (id, created_at, updated_at, state, config_json) VALUES ('s1', 0, 0, 'idle', '{}')")
         db.execute("INSERT INTO tool_calls (session_id, call_id, name, arguments_json, status, started_at)"
                    " VALUES ('s1', 'c1', 'calculator', '{}', 'pending', 0)")
     store = await SessionStore.open(path)
     try:
-        await store.finish_tool_call("c1", '{"error": "cancelled"}', "cancelled")
+        await store.finish_tool_call("s1", "c1", '{"error": "cancelled"}', "cancelled")
         calls = await store.tool_calls("s1")
     finally:
         await store.close()
