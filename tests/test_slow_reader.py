@@ -76,7 +76,11 @@ class SilentClient:
 
 def test_a_native_client_that_does_not_read_is_closed_with_1008_and_its_outbox_stays_bounded(models, tmp_path):
     host = SessionHost(models, server_options(tmp_path / "db.sqlite3",
-                                              limits={"outbox_events": OUTBOX_EVENTS, "outbox_bytes": 1_000_000}))
+                                              limits={"outbox_events": OUTBOX_EVENTS, "outbox_bytes": 1_000_000,
+                                                      # every ping answered: with the default rate limit most
+                                                      # were dropped, and ~1,000 pongs could fit the kernel's
+                                                      # send buffer without the outbox ever filling
+                                                      "messages_per_s": 100_000, "message_burst": 100_000}))
     with LiveServer(build_app(host)) as server:
         client = SilentClient(f"{server.ws_url}/ws", server.port)
         client.send({"type": "start_conversation"})
