@@ -196,15 +196,8 @@ class PostgresStore(SessionStore):
 
     async def update_message(self, message_id: int, *, content: str | None = None, status: str | None = None,
                              full_content: str | None = None) -> None:
-        changes = _message_changes(content, status, full_content)
-        if not changes:
-            async with self._pool.acquire() as db:
-                await _require(db, "SELECT 1 FROM messages WHERE id = $1", message_id, f"unknown message {message_id}")
-            return
-        assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=1))
-        result = await self._pool.execute(f"UPDATE messages SET {assignments} WHERE id = ${len(changes) + 1}",
-                                          *changes.values(), message_id)
-        _require_row(_count(result), f"unknown message {message_id}")
+        await self._update_row("messages", message_id, _message_changes(content, status, full_content),
+                               f"unknown message {message_id}")
 
     async def last_messages(self, session_id: str, limit: int = 10) -> list[StoredMessage]:
         """The newest `limit` messages, oldest first (the order a client replays them in)."""
@@ -285,14 +278,19 @@ class PostgresStore(SessionStore):
     async def record_turn(self, turn_id: int, **timings: float | bool | None) -> None:
         """Set any subset of the timing columns (unix seconds) and `interrupted`."""
         values = {k: bool(v) if k == "interrupted" else v for k, v in _turn_values(timings).items()}
+        await self._update_row("turns", turn_id, values, f"unknown turn {turn_id}")
+
+    async def _update_row(self, table: str, row_id: int, values: dict, unknown: str) -> None:
+        """Set ``values`` (column -> value; table and columns are ours, never a client's) on one row;
+        with nothing to set, still check the row exists."""
         if not values:
             async with self._pool.acquire() as db:
-                await _require(db, "SELECT 1 FROM turns WHERE id = $1", turn_id, f"unknown turn {turn_id}")
+                await _require(db, f"SELECT 1 FROM {table} WHERE id = $1", row_id, unknown)
             return
         assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(values, start=1))
-        result = await self._pool.execute(f"UPDATE turns SET {assignments} WHERE id = ${len(values) + 1}",
-                                          *values.values(), turn_id)
-        _require_row(_count(result), f"unknown turn {turn_id}")
+        result = await self._pool.execute(f"UPDATE {table} SET {assignments} WHERE id = ${len(values) + 1}",
+                                          *values.values(), row_id)
+        _require_row(_count(result), unknown)
 
     async def turns(self, session_id: str) -> list[TurnTimings]:
         rows = await self._pool.fetch("SELECT * FROM turns WHERE session_id = $1 ORDER BY turn_index", session_id)
