@@ -6,18 +6,22 @@ SQLite holds afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
 import numpy as np
 import pytest
 import soxr
+from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 from websockets.sync.client import connect
 
+from deployments.llm import TextDelta
 from serve_app.clients.turn_end import InProcessTurnEnd
 from serve_app.host import SessionHost
 from tests.drawn_text import text_png
+from tests.faulty_models import FaultyModels
 from tests.live_server import LiveServer
 from tests.session_harness import Conversation, build_app, server_options, stored_messages, stored_rows
 from tests.text_normalise import normalise
@@ -70,6 +74,73 @@ def test_a_spoken_question_is_transcribed_answered_and_spoken_in_order(models, s
     assert rows[1]["content"] == complete["fullText"]
     turn = stored_rows(tmp_path / "db.sqlite3", "turns", session_id)[0]
     assert turn["speech_end_at"] <= turn["transcript_at"] <= turn["first_token_at"] <= turn["first_audio_at"]
+
+
+class DraftBeforeTurnEnd(FaultyModels):
+    """The real models and end-of-turn model, with the end of turn decided only once the transcript
+    of the pause is back and the answer drafted on it has said its first words: the turn then ends
+    at that pause with a draft to adopt whose first words are held (the path CI's slower box took,
+    where those words never reached the client and the reply ended with an empty transcript)."""
+
+    def __init__(self, models, smart_turn_model) -> None:
+        super().__init__(models)
+        self.turn_end = InProcessTurnEnd(smart_turn_model)
+        self.transcribing = 0
+        self.tokens = 0
+        self._changed: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        self._changed = self._changed or asyncio.Condition()  # made on the server's loop
+        return self._changed
+
+    async def _changes(self, change) -> None:
+        change()
+        async with self._condition():
+            self._condition().notify_all()
+
+    async def transcribe(self, pcm16k):
+        await self._changes(lambda: setattr(self, "transcribing", self.transcribing + 1))
+        try:
+            return await self.models.transcribe(pcm16k)
+        finally:
+            await self._changes(lambda: setattr(self, "transcribing", self.transcribing - 1))
+
+    async def chat(self, request):
+        async for event in super().chat(request):
+            yield event
+            if isinstance(event, TextDelta):
+                await self._changes(lambda: setattr(self, "tokens", self.tokens + 1))
+
+    async def completion_probability(self, audio):
+        async with self._condition():
+            await self._condition().wait_for(lambda: self.transcribing == 0 and self.tokens > 0)
+        return await self.turn_end.completion_probability(audio)
+
+
+def test_an_answer_drafted_at_the_pause_reaches_the_client_whole_when_the_turn_ends_there(
+        models, smart_turn_model, tmp_path, clip_by_name):
+    ordered = DraftBeforeTurnEnd(models, smart_turn_model)
+    host = SessionHost(ordered, server_options(tmp_path / "db.sqlite3", playback_lead_ms=60_000), ordered)
+    used = REGISTRY.get_sample_value("openrealtime_speculative_turns_total", {"outcome": "answer_used"}) or 0
+    with TestClient(build_app(host)) as client, client.websocket_connect("/ws") as ws:
+        talk = Conversation(ws)
+        session_id = start(talk)
+        # half a second of silence after the words: past the pause that asks the end-of-turn model,
+        # short of max_silence_ms, so the turn can only end on the model's verdict, at that pause
+        talk.send_audio(np.concatenate([clip_by_name("librispeech_1089-134691-0000.wav").pcm16(),
+                                        np.zeros(8000, dtype=np.int16)]))
+        final = talk.until("transcript_final")
+        complete = talk.until("llm_complete")
+        talk.until("audio_complete")
+
+    assert REGISTRY.get_sample_value("openrealtime_speculative_turns_total", {"outcome": "answer_used"}) == used + 1
+    assert normalise(final["text"]) == "he could wait no longer"
+    types = talk.types()
+    assert types.index("transcript_final") < types.index("llm_token") < types.index("audio_chunk")
+    tokens = "".join(f["token"] for f in talk.frames if isinstance(f, dict) and f["type"] == "llm_token")
+    assert complete["fullText"] and tokens.strip() == complete["fullText"]  # the held first words too
+    rows = stored_messages(tmp_path / "db.sqlite3", session_id)
+    assert [(r["role"], r["content"]) for r in rows] == [("user", final["text"]), ("assistant", complete["fullText"])]
 
 
 def test_audio_at_another_sample_rate_is_resampled(models, smart_turn_model, tmp_path, clip_by_name):

@@ -37,6 +37,7 @@ from serve_app.session.inbox import FirstAudio, PendingInput, ResponseFinished, 
 from serve_app.session.options import SessionOptions
 from serve_app.session.policy import ReplyPolicy, ResponseOverrides
 from serve_app.session.response import Response, ResponseHost, ResponseSettings
+from serve_app.session.speculation import Draft
 from serve_app.session.tools import BuiltinTools
 
 KEPT_REPLIES = 16  # recent replies whose audio timing is kept, so a client can truncate them
@@ -71,7 +72,7 @@ class Responder:
     # ---- starting ------------------------------------------------------------------------
 
     async def user_turn(self, text: str, message_id: str = "", respond: bool = True,
-                        draft: Response | None = None) -> None:
+                        draft: Draft | None = None) -> None:
         """The user's words join the conversation; ``draft`` is an answer started on them already."""
         await self.conversation.start_turn()
         await self.conversation.add("user", text, message_id)
@@ -79,14 +80,14 @@ class Responder:
         self.last_input = PendingInput("llm")
         if self.closing:
             if draft is not None:
-                await draft.cancel()
+                await draft.response.cancel()
             return
         if (draft is not None and respond and self.queued is None
-                and draft.generation == self.channel.generation + 1):
+                and draft.response.generation == self.channel.generation + 1):
             await self._adopt(draft)
             return
         if draft is not None:
-            await draft.cancel()
+            await draft.response.cancel()
         if respond or self.queued is not None:
             request, self.queued = self.queued, None
             await self.respond(request)
@@ -101,12 +102,14 @@ class Responder:
         return Response(self.channel.generation + 1, host, self.services, self.tools, history, settings,
                         on_done=self._done, message_id=new_message_id())
 
-    async def _adopt(self, draft: Response) -> None:
-        """A released draft becomes the response, as if ``respond`` had started it."""
-        self.channel.generation = draft.generation
+    async def _adopt(self, draft: Draft) -> None:
+        """A draft becomes the response, as if ``respond`` had started it; then its held output flows."""
+        response = draft.response
+        self.channel.generation = response.generation
         await self.channel.set_state(State.THINKING)
-        self.channel.emit(ResponseStarted(None, draft.message_id), draft.generation)
-        self.response = draft
+        self.channel.emit(ResponseStarted(None, response.message_id), response.generation)
+        self.response = response
+        draft.release()  # after the switch: the held events carry this generation
 
     async def respond(self, request: CreateResponse | None = None) -> None:
         generation = self.channel.next_generation()

@@ -61,6 +61,23 @@ class HeldHost:
         return await self._host.store_reply(text)
 
 
+@dataclass(frozen=True)
+class Draft:
+    """A speculative answer handed to the responder, its output still held.
+
+    The responder releases it only after it has made the draft's generation the session's: the
+    held events carry that generation, and the channel drops any that is not current, so a release
+    before the switch would lose the reply's first words (the reply would end with no transcript).
+    """
+
+    response: Response
+    host: HeldHost
+
+    def release(self) -> None:
+        self.host.release()
+        TURN_METRICS.speculation.labels(outcome="answer_used").inc()
+
+
 @dataclass
 class SpeculativeTurn:
     """The utterance up to one pause, transcribed (and maybe answered) before the turn is known to end."""
@@ -85,14 +102,12 @@ class SpeculativeTurn:
     def matches(self, start_sample: int, end_sample: int) -> bool:
         return (start_sample, end_sample) == (self.start_sample, self.end_sample)
 
-    def take_draft(self) -> Response | None:
-        """The held response, released, if it is still running; the caller now owns it."""
+    def take_draft(self) -> Draft | None:
+        """The held response, if it is still running; the caller now owns it (and releases it)."""
         draft, self.draft = self.draft, None
         if draft is None or draft.task.done():
             return None
-        self.host.release()
-        TURN_METRICS.speculation.labels(outcome="answer_used").inc()
-        return draft
+        return Draft(draft, self.host)
 
     async def cancel(self, reason: str) -> None:
         """Stop the transcription and the draft on their handles (both cancel downstream)."""
