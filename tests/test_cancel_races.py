@@ -134,3 +134,65 @@ async def test_a_response_cancelled_as_its_next_audio_chunk_arrives_ends(models,
         response.task.cancel()
         pytest.fail("Response.cancel() did not return: a cancelled speaker kept running and waits for ever")
     assert response.task.cancelled() and finished == []
+
+
+class StubbornTts:
+    """A TTS client that swallows the first ``swallow`` cancels it gets (a client library's bug):
+    the real TTS for the first chunk, then a wait that shrugs off cancellation."""
+
+    def __init__(self, tts: Any, swallow: int) -> None:
+        self.tts, self.swallow = tts, swallow
+        self.cancels = 0
+        self.stuck = asyncio.Event()
+
+    async def synthesize(self, request):
+        async for chunk in self.tts.synthesize(request):
+            yield chunk
+            break
+        self.stuck.set()
+        while True:
+            try:
+                await asyncio.get_running_loop().create_future()  # never resolved
+            except asyncio.CancelledError:
+                self.cancels += 1
+                if self.cancels > self.swallow:
+                    raise
+
+
+def stubborn_response(models, fake_ollama, swallow: int) -> tuple[Response, StubbornTts]:
+    fake_ollama.script(FakeReply(content=STORY, chunks=40))
+    services = copy.copy(models.with_llm(LlmOptions(backend="ollama", ollama_host=fake_ollama.url,
+                                                    ollama_model="llama3.2")))
+    tts = services.tts = StubbornTts(models.tts, swallow)
+    settings = ResponseSettings(instructions="", output_rate=24000, voice=None, max_tokens=2000, temperature=0,
+                                max_tool_rounds=0, playback_lead_ms=60_000, client_tool_timeout_s=5,
+                                builtin_tools=False)
+
+    async def on_done(response: Response) -> None:
+        return None
+
+    return Response(1, Host(), services, BuiltinTools(), [ChatMessage(role="user", content="A story, please.")],
+                    settings, on_done=on_done, message_id="msg_1"), tts
+
+
+async def test_a_cancel_swallowed_once_is_asked_again_and_the_response_ends(models, fake_ollama):
+    response, tts = stubborn_response(models, fake_ollama, swallow=1)
+    async with asyncio.timeout(120):
+        await tts.stuck.wait()
+    async with asyncio.timeout(10):
+        await response.cancel(grace_s=0.2)
+    assert response.task.done() and tts.cancels == 2
+
+
+async def test_a_response_that_never_stops_does_not_hold_the_session_for_ever(models, fake_ollama, caplog):
+    response, tts = stubborn_response(models, fake_ollama, swallow=10**6)
+    async with asyncio.timeout(120):
+        await tts.stuck.wait()
+    async with asyncio.timeout(10):
+        await response.cancel(grace_s=0.2)  # returns: the actor goes on
+    assert not response.task.done() and tts.cancels == 3
+    assert "did not stop after 3 cancels" in caplog.text
+    tts.swallow = 0  # let it go, so the test leaves nothing running
+    response.task.cancel()
+    await asyncio.gather(response.task, return_exceptions=True)
+    assert response.task.done()

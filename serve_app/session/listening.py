@@ -138,6 +138,9 @@ class Listener:
             return
         if self.speculation is not None and self.speculation.committed:
             return  # the last turn's transcript is not back yet: it keeps its place
+        if self.speculation is not None:  # every pause is preceded by speech that drops the last one;
+            # should one ever be left, it is cancelled on its handles rather than left running
+            self.channel.spawn(self.speculation.cancel("replaced"))
         speech_start = self.turns.speech_start
         spec = SpeculativeTurn(check.pause_id, speech_start, check.end_sample, self.utterance_id, self.utterance)
         audio = self.audio.slice(self.audio.utterance_start(speech_start), check.end_sample)

@@ -42,6 +42,12 @@ from serve_app.session.tools import BuiltinTools, ToolError
 
 logger = logging.getLogger(__name__)
 
+# How long a cancelled response may take to unwind (its model streams close on their handles)
+# before it is asked again; after the last ask it is left to finish alone, its output already
+# dropped by the channel's generation check, so one stuck stream never stalls the session's loop.
+CANCEL_GRACE_S = 5.0
+CANCEL_ASKS = 3
+
 
 class ResponseHost(Protocol):
     """What a response needs from its session."""
@@ -128,9 +134,20 @@ class Response:
         future.set_result(result)
         return True
 
-    async def cancel(self) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
+    async def cancel(self, grace_s: float = CANCEL_GRACE_S) -> None:
+        """Cancel and wait for the response to unwind, but never without bound: the session's one
+        task calls this, and a stream that swallows a cancel would otherwise freeze the session."""
+        for _ in range(CANCEL_ASKS):
+            if self.task.done():
+                break
+            self.task.cancel()
+            await asyncio.wait({self.task}, timeout=grace_s)
+        if not self.task.done():
+            logger.error("response %s did not stop after %d cancels; left to finish, its output dropped",
+                         self.message_id, CANCEL_ASKS)
+            return
+        if not self.task.cancelled() and self.task.exception() is not None:
+            logger.debug("cancelled response ended with %r", self.task.exception())
 
     def heard_text(self, now: float | None = None) -> str:
         """The reply cut to what can have been played: whole sentences, then a share of the current one."""
