@@ -173,12 +173,13 @@ def test_the_page_hears_a_spoken_question_shows_the_reply_and_plays_it(graph, pl
         assert "LLM ok" in page.inner_text("#services")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known, not yet fixed (closing note of 2026-12-01): in 2 of 3 full fresh-clone runs after the #11/#12 merges "
-    "the story's reply audio had all played before the barge-in (stops cut 0); counted as a failure to fix, not a pass"))
 def test_barge_in_in_the_browser_drops_the_queued_reply_audio(graph, playwright, microphone_wav, story_request):
-    # ask for a story, then talk over the answer: 8 s after the request ends, the reply is playing
-    wav = microphone_wav(story_request, 8.0, "jfk_inaugural_ask_not.wav", 100.0)
+    # ask for a story, then talk over the answer, three times 8 s apart: the embedded model samples its
+    # replies, and one sometimes ends within 8 s (or, on a busy box, has not started): the barge-in
+    # that counts is any that comes while a reply is playing (each spoken interruption is a new turn
+    # and gets its own long reply, so a later one finds audio queued)
+    wav = microphone_wav(story_request, 8.0, "jfk_inaugural_ask_not.wav", 8.0, "jfk_inaugural_ask_not.wav", 8.0,
+                         "jfk_inaugural_ask_not.wav", 100.0)
     with browser_page(playwright, graph, wav) as page:
         page.click("#start")
         wait_for(page, "o.transcripts.length > 0", 90)
