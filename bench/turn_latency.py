@@ -44,7 +44,8 @@ def server_breakdown(db_path: Path) -> None:
     with sqlite3.connect(db_path) as db:
         rows = db.execute("SELECT speech_end_at, turn_end_at, transcript_at, first_token_at, first_audio_at,"
                           " prompt_tokens, cached_tokens FROM turns WHERE first_audio_at IS NOT NULL"
-                          " ORDER BY id").fetchall()
+                          " AND speech_end_at IS NOT NULL AND transcript_at IS NOT NULL"
+                          " ORDER BY id").fetchall()  # spoken turns only (typed ones have no speech end)
     half = len(rows) // 2
     halves = ((f"turns 1-{half}", rows[:half]), (f"turns {half + 1}-{len(rows)}", rows[half:]))
     print("server-side breakdown (medians, from the turns table):")
@@ -115,9 +116,28 @@ def one_turn(ws, clip: np.ndarray) -> dict[str, float]:
     return {name: marks[name] - speech_end for name in marks}
 
 
+def wait_until_quiet(ws, quiet_s: float = 3.0, limit_s: float = 180.0) -> None:
+    """Until the server has sent nothing for ``quiet_s`` and was last seen listening. The speech
+    that barged in is a turn of its own (or several, at its pauses), answered after the stop; a
+    request sent into that answer interrupts it ("manual") and would be timed as a barge-in."""
+    state, deadline = None, time.perf_counter() + limit_s
+    while time.perf_counter() < deadline:
+        try:
+            frame = recv_json(ws, timeout=quiet_s)
+        except TimeoutError:
+            if state in (None, "listening"):
+                return
+            continue
+        if isinstance(frame, dict) and frame["type"] == "state_change":
+            state = frame["state"]
+
+
 def barge_in_turn(ws, interruption: np.ndarray) -> float | None:
+    """Talk over a typed request's spoken answer: speech onset -> ``stop_speaking`` after an
+    ``interrupted`` for user speech; None when the answer ended before the speech was confirmed."""
     from threading import Thread
 
+    wait_until_quiet(ws)
     ws.send(json.dumps({"type": "user_message", "text": "Tell me a long story about the sea, please."}))
     while True:
         frame = recv_json(ws)
@@ -127,17 +147,19 @@ def barge_in_turn(ws, interruption: np.ndarray) -> float | None:
     sender = Thread(target=send_realtime, args=(ws, np.concatenate([interruption, np.zeros(48000, np.int16)]),
                                                 start))
     sender.start()
-    stopped = None
+    stopped, by_speech = None, False
     while stopped is None:
         frame = recv_json(ws, timeout=120)
-        if isinstance(frame, dict) and frame["type"] == "stop_speaking":
+        if not isinstance(frame, dict):
+            continue
+        if frame["type"] == "interrupted":
+            by_speech = frame.get("reason") == "user_speech"
+        elif frame["type"] == "stop_speaking" and by_speech:
             stopped = time.perf_counter() - start
-    while True:
-        frame = recv_json(ws, timeout=120)
-        if isinstance(frame, dict) and frame["type"] == "state_change" and frame["state"] == "listening":
-            break
+        elif frame["type"] == "audio_complete":
+            break  # the answer was over before the speech was confirmed: nothing to stop
     sender.join()
-    return stopped - speech_onset_s(interruption)
+    return None if stopped is None else stopped - speech_onset_s(interruption)
 
 
 def speech_onset_s(clip: np.ndarray) -> float:
@@ -199,6 +221,7 @@ def main() -> None:
 
     per_turn: list[dict[str, float]] = []
     stops: list[float] = []
+    missed_barge_ins = 0  # answers that ended before the speech over them was confirmed
     with connect(url, open_timeout=60, max_size=None) as ws:
         ws.send(json.dumps({"type": "start_conversation", "config": {"binaryAudio": True}}))
         for turn, clip in enumerate(conversation_clips(args.turns), start=1):
@@ -210,6 +233,8 @@ def main() -> None:
             stopped = barge_in_turn(ws, clips[BARGE_IN_CLIP].pcm16())
             if stopped is not None:
                 stops.append(stopped)
+            else:
+                missed_barge_ins += 1
 
     print(f"{args.turns} turns on one connection over {url} (client-side clock, end of speech = last speech "
           "sample sent):")
@@ -224,7 +249,7 @@ def main() -> None:
                   f"P95 {percentile(values, 95):.2f} s")
     print(f"  barge-in speech onset -> stop_speaking ({len(stops)} barge-ins, includes the minimum "
           f"speech of a barge-in): P50 {percentile(stops, 50):.2f} s   "
-          f"P95 {percentile(stops, 95):.2f} s")
+          f"P95 {percentile(stops, 95):.2f} s; {missed_barge_ins} answers were over before it")
     if db is not None:
         server_breakdown(db)
     vad_cost_for_100_streams()
