@@ -30,7 +30,7 @@ from serve_app.session.events import (
 )
 from serve_app.session.inbox import PendingInput, Transcribed, Verdict, new_message_id
 from serve_app.session.responder import Responder
-from serve_app.session.speculation import HeldHost, SpeculativeTurn
+from serve_app.session.speculation import Draft, HeldHost, SpeculativeTurn
 from serve_app.session.transcriber import Transcriber
 from serve_app.session.turn_detection import (
     Onset,
@@ -172,8 +172,8 @@ class Listener:
         text = result.text.strip()
         self.transcriber.continue_after(spec.end_sample, text)
         if not self.responder.busy and self.responder.queued is None:
-            spec.host = HeldHost(self.responder)
-            spec.draft = self.responder.draft(text, spec.host)
+            host = HeldHost(self.responder)
+            spec.draft = Draft(self.responder.draft(text, host), host)
 
     async def _commit_speculation(self, spec: SpeculativeTurn, start: int) -> None:
         """The turn ended at the speculated pause: its transcript (and draft) become the turn's."""

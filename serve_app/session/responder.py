@@ -78,16 +78,14 @@ class Responder:
         await self.conversation.add("user", text, message_id)
         self.channel.emit(TranscriptFinal(text, message_id))
         self.last_input = PendingInput("llm")
-        if self.closing:
-            if draft is not None:
-                await draft.response.cancel()
-            return
-        if (draft is not None and respond and self.queued is None
+        if (draft is not None and respond and not self.closing and self.queued is None
                 and draft.response.generation == self.channel.generation + 1):
             await self._adopt(draft)
             return
         if draft is not None:
-            await draft.response.cancel()
+            await draft.cancel()
+        if self.closing:
+            return
         if respond or self.queued is not None:
             request, self.queued = self.queued, None
             await self.respond(request)

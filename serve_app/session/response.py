@@ -146,8 +146,8 @@ class Response:
             logger.error("response %s did not stop after %d cancels; left to finish, its output dropped",
                          self.message_id, CANCEL_ASKS)
             return
-        if not self.task.cancelled() and self.task.exception() is not None:
-            logger.debug("cancelled response ended with %r", self.task.exception())
+        if not self.task.cancelled() and (error := self.task.exception()) is not None:
+            logger.debug("cancelled response ended with %r", error)  # retrieved: no "never retrieved"
 
     def heard_text(self, now: float | None = None) -> str:
         """The reply cut to what can have been played: whole sentences, then a share of the current one."""

@@ -77,6 +77,9 @@ class Draft:
         self.host.release()
         TURN_METRICS.speculation.labels(outcome="answer_used").inc()
 
+    async def cancel(self) -> None:
+        await self.response.cancel()
+
 
 @dataclass
 class SpeculativeTurn:
@@ -90,8 +93,7 @@ class SpeculativeTurn:
     transcription: asyncio.Task | None = None
     result: Any = None  # Transcription | ServiceError, once back
     transcript_at: float | None = None
-    draft: Response | None = None
-    host: HeldHost | None = None
+    draft: Draft | None = None
     committed: bool = False
     _cancelled: bool = field(default=False, repr=False)
 
@@ -105,9 +107,9 @@ class SpeculativeTurn:
     def take_draft(self) -> Draft | None:
         """The held response, if it is still running; the caller now owns it (and releases it)."""
         draft, self.draft = self.draft, None
-        if draft is None or draft.task.done():
+        if draft is None or draft.response.task.done():
             return None
-        return Draft(draft, self.host)
+        return draft
 
     async def cancel(self, reason: str) -> None:
         """Stop the transcription and the draft on their handles (both cancel downstream)."""
