@@ -43,6 +43,18 @@ class TtsOptions(BaseModel):
     length_scale: float | None = Field(
         None, gt=0, description="Piper speaking pace (>1 slower, <1 faster); default: the voice's own."
     )
+    noise_scale: float | None = Field(
+        None,
+        ge=0,
+        le=2,
+        description="Piper generator noise (0 = the same waveform every time); default: the voice's own.",
+    )
+    noise_w_scale: float | None = Field(
+        None,
+        ge=0,
+        le=2,
+        description="Piper phoneme-length noise (0 = the same timing every time); default: the voice's own.",
+    )
     use_cuda: bool = Field(False, description="Run the Piper ONNX model on CUDA.")
     # Parler-TTS
     model_path: Path | None = Field(
@@ -111,7 +123,12 @@ def build_backend(options: TtsOptions) -> SpeechBackend:
     from deployments.tts_piper import PiperBackend
 
     return PiperBackend(
-        options.voice_path, options.config_path, length_scale=options.length_scale, use_cuda=options.use_cuda
+        options.voice_path,
+        options.config_path,
+        length_scale=options.length_scale,
+        noise_scale=options.noise_scale,
+        noise_w_scale=options.noise_w_scale,
+        use_cuda=options.use_cuda,
     )
 
 

@@ -27,6 +27,8 @@ class PiperBackend:
         config_path: Path | None = None,
         *,
         length_scale: float | None = None,
+        noise_scale: float | None = None,
+        noise_w_scale: float | None = None,
         use_cuda: bool = False,
     ) -> None:
         if voice_path is None:
@@ -34,6 +36,10 @@ class PiperBackend:
             config_path = config_path or embedded_config
         self._voice = PiperVoice.load(voice_path, config_path=config_path, use_cuda=use_cuda)
         self._length_scale = length_scale
+        # The voice samples noise inside its ONNX graph (no seed to set), so two syntheses of one
+        # text differ unless both noises are 0; a test or a cache that needs the same audio sets them.
+        self._noise_scale = noise_scale
+        self._noise_w_scale = noise_w_scale
         config = self._voice.config
         self.sample_rate: int = config.sample_rate
         self._speakers: dict[str, int] = dict(config.speaker_id_map)
@@ -64,7 +70,12 @@ class PiperBackend:
     def stream(
         self, text: str, voice: int | None, stop: threading.Event
     ) -> Generator[np.ndarray, None, None]:
-        config = SynthesisConfig(speaker_id=voice, length_scale=self._length_scale)
+        config = SynthesisConfig(
+            speaker_id=voice,
+            length_scale=self._length_scale,
+            noise_scale=self._noise_scale,
+            noise_w_scale=self._noise_w_scale,
+        )
         for sentence in self._voice.synthesize(text, config):
             if stop.is_set():
                 return
