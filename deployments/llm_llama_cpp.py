@@ -3,8 +3,9 @@
 Generation blocks, so it runs on one dedicated worker thread (a ``Llama`` is not re-entrant) and
 feeds the event loop through a queue; a stop event checked per token ends it when the stream is
 closed. Tool calls use the Hermes convention with grammar-constrained decoding (``tool_grammar``);
-by default the model first names the tool a message needs, or none (``tool_decision``), and only then
-writes the call's arguments.
+a reply that may be text or a call is decoded free under a logit mask and only falls back to the
+grammar once it opens a call (``text_guard``); with ``two_step`` the model first names the tool a
+message needs, or none (``tool_decision``), and only then writes the call's arguments.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +39,9 @@ from deployments.llm import (
     offered_tools,
 )
 from deployments.llm_prompt_states import PromptStates
+from deployments.text_guard import TextGuard, TokenClasses
 from deployments.tool_decision import ANSWER, MAX_CHOICES, ChannelChooser, Decision, choice_context, decide
 from deployments.tool_grammar import (
-    TEXT_ONLY_GRAMMAR,
     ReplyReader,
     ToolMode,
     answered_calls,
@@ -63,7 +64,9 @@ class _Generation:
     prompt_tokens: list[int]
     max_tokens: int
     temperature: float
-    grammar: llama_cpp.LlamaGrammar | None
+    grammar: llama_cpp.LlamaGrammar | None  # constrains the reply from its first token
+    guard: TextGuard | None = None  # or: the reply runs free under this mask ...
+    call_grammar: llama_cpp.LlamaGrammar | None = None  # ... and again under this if it opens a call
     stop: threading.Event = field(default_factory=threading.Event)
     completion_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens the KV cache already held
@@ -87,6 +90,7 @@ class LlamaCppBackend:
                                    verbose=False)
         self._states = PromptStates(self.llm, options.prompt_cache_mb * 1024 * 1024)
         self._vocab = self.llm._model.vocab  # raw handle for eog/control checks and grammar validation
+        self._token_classes = TokenClasses(self.llm)
         template = self.llm.metadata.get("tokenizer.chat_template") if options.chat_format == "gguf" else None
         self._template = None
         if template:
@@ -168,7 +172,7 @@ class LlamaCppBackend:
         """Worker thread: sample tokens until end of turn, the token budget, or the stop event."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         job.cached_tokens = self._states.prepare(job.prompt_tokens)
-        tokens = self.llm.generate(job.prompt_tokens, temp=job.temperature, grammar=job.grammar)
+        tokens = self._sampled(job)
         try:
             for token in tokens:
                 if job.stop.is_set():
@@ -190,6 +194,40 @@ class LlamaCppBackend:
             tokens.close()
             self._states.save()
             emit(_END)
+
+    def _sampled(self, job: _Generation) -> Generator[int, None, None]:
+        """The reply's tokens: under its grammar, or free under its guard until it opens a call."""
+        if job.guard is None:
+            yield from self.llm.generate(job.prompt_tokens, temp=job.temperature, grammar=job.grammar)
+            return
+        free = self.llm.generate(job.prompt_tokens, temp=job.temperature,
+                                 logits_processor=llama_cpp.LogitsProcessorList([job.guard]))
+        try:
+            first = next(free, None)
+            if first is None:
+                return
+            if job.call_grammar is None or not self._token_classes.opens_call(first):
+                yield first
+                yield from free
+                return
+        finally:
+            free.close()
+        # the model opened a call: decode it again under the grammar that keeps it well-formed
+        yield from self.llm.generate(job.prompt_tokens, temp=job.temperature, grammar=job.call_grammar)
+
+    def _job(self, prompt_tokens: list[int], budget: int, temperature: float, tools: list[dict],
+             mode: ToolMode, max_calls: int, guarded: bool) -> _Generation:
+        """How to decode a reply: a call only under its grammar; text (or text or a call) under a guard.
+
+        ``guarded``: the reply must keep to the text rule (tools are offered, or the conversation
+        holds tool markup a small model would echo).
+        """
+        call_grammar = self._grammar(tool_call_grammar(tools, mode, max_calls))
+        if mode == "required":
+            return _Generation(prompt_tokens, budget, temperature, call_grammar)
+        guard = TextGuard(self._token_classes, len(prompt_tokens), calls_allowed=call_grammar is not None)
+        return _Generation(prompt_tokens, budget, temperature, None, guard if guarded or call_grammar else None,
+                           call_grammar)
 
     async def _reply_text(self, job: _Generation, reader: ReplyReader) -> AsyncIterator[TextDelta]:
         """Run ``job`` on the worker thread, yielding its text as it comes; closing stops the thread."""
@@ -216,9 +254,7 @@ class LlamaCppBackend:
         if room < 1:
             raise ModelInputError(f"the conversation is {len(prompt_tokens)} tokens; the context holds "
                                   f"{self.options.n_ctx}", "context_length_exceeded")
-        markup = has_tool_markup(request.messages)
-        text_only = self._grammar(TEXT_ONLY_GRAMMAR if markup or tools else None)
-        grammar = self._grammar(tool_call_grammar(tools, mode, self.options.max_tool_calls)) or text_only
+        guarded = bool(tools) or has_tool_markup(request.messages)
         budget = min(request.max_tokens, room)
         reply_tools, reply_mode, temperature = tools, mode, request.temperature
         two_step = self.options.tool_decision == "two_step" and mode != "text" and chosen_function(request) is None
@@ -237,9 +273,8 @@ class LlamaCppBackend:
                     # the arguments are read off the conversation, not invented: decode greedily
                     reply_tools = [t for t in tools if t["function"]["name"] == decision.tool]
                     reply_mode, temperature = "required", 0.0
-            if reply_tools is not tools:
-                grammar = self._grammar(tool_call_grammar(reply_tools, reply_mode, 1)) or text_only
-            job = _Generation(prompt_tokens, budget, temperature, grammar)
+            max_calls = self.options.max_tool_calls if reply_tools is tools else 1
+            job = self._job(prompt_tokens, budget, temperature, reply_tools, reply_mode, max_calls, guarded)
             reader = ReplyReader(reply_tools, reply_mode)
             async with contextlib.aclosing(self._reply_text(job, reader)) as deltas:
                 async for delta in deltas:
@@ -248,7 +283,7 @@ class LlamaCppBackend:
             answered = answered_calls(request.messages)
             if calls and mode == "auto" and all(call_key(call) in answered for call in calls):
                 # Small models echo the call whose result they were just given; answer in words instead.
-                job, calls = _Generation(prompt_tokens, budget, request.temperature, text_only), []
+                job, calls = self._job(prompt_tokens, budget, request.temperature, [], "text", 1, True), []
                 async with contextlib.aclosing(self._reply_text(job, ReplyReader(tools, "text"))) as deltas:
                     async for delta in deltas:
                         yield delta

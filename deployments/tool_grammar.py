@@ -89,9 +89,6 @@ def plain_messages(messages: list[ChatMessage], system_prompt: str | None) -> li
 
 _TEXT_RULE = r"text ::= [^<\x20\t\n\r] [^<]*"
 
-# For a text reply in a conversation that holds tool markup: small models echo it otherwise.
-TEXT_ONLY_GRAMMAR = f"root ::= text\n{_TEXT_RULE}\n"
-
 
 def tool_call_grammar(tools: list[dict], mode: ToolMode, max_calls: int = 1) -> str | None:
     """GBNF for a reply: calls only (``required``), calls or ``<``-free text (``auto``), or None.

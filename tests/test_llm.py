@@ -21,6 +21,7 @@ from deployments.llm import (
     ToolCallEvent,
 )
 from deployments.llm_openai import ChunkAssembler
+from deployments.text_guard import TokenClasses
 from deployments.tool_decision import ANSWER_CONTEXT, choice_context
 from deployments.tool_grammar import ReplyReader, parse_tool_calls, plain_messages
 from tests.fake_ollama import FakeReply
@@ -112,6 +113,48 @@ async def test_auto_replies_are_plain_text_or_well_formed_calls(decision):
         for call in calls:
             jsonschema.validate(json.loads(call.arguments), WEATHER["function"]["parameters"])
         assert "<tool_call>" not in texts(events) and (calls or texts(events).strip())
+
+
+HTML = [{"role": "user", "content": "Write the HTML tag that makes text bold, like <b>."}]
+
+
+async def test_an_auto_reply_decoded_free_still_keeps_to_the_text_rule(smollm):
+    """With tools offered a reply runs without the grammar (text_guard), yet holds no '<'."""
+    plain = texts(await collect(smollm.chat({"messages": HTML, "max_tokens": 40, "temperature": 0.0})))
+    guarded = await collect(smollm.chat({"messages": HTML, "tools": [WEATHER], "max_tokens": 40,
+                                         "temperature": 0.0}))
+    assert "<b>" in plain  # what the model writes when nothing holds it
+    assert texts(guarded).strip() and "<" not in texts(guarded)
+    assert not [e for e in guarded if isinstance(e, ToolCallEvent)]
+
+
+async def test_a_reply_that_opens_a_call_is_decoded_again_under_the_grammar(smollm):
+    """Four weather lookups before it: the model opens '<' and gets a well-formed call, not text."""
+    history = []
+    for index, city in enumerate(["Paris", "London", "Rome", "Oslo"]):
+        call = ToolCall(id=f"call_{index}", name="get_weather", arguments=json.dumps({"city": city}))
+        history += [{"role": "user", "content": f"What is the weather in {city} right now?"},
+                    ChatMessage(role="assistant", tool_calls=[call]).model_dump(),
+                    {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "sunny"}'},
+                    {"role": "assistant", "content": "It is sunny."}]
+    history.append({"role": "user", "content": "What is the weather in Berlin right now?"})
+    events = await collect(smollm.chat({"messages": history, "tools": [WEATHER], "max_tokens": 60,
+                                        "temperature": 0.0}))
+    calls = [e.call for e in events if isinstance(e, ToolCallEvent)]
+    assert assert_one_done_last(events).finish_reason == "tool_calls" and not texts(events)
+    assert [c.name for c in calls] == ["get_weather"]
+    assert json.loads(calls[0].arguments) == {"city": "Berlin"}
+
+
+def test_token_classes_find_the_call_opening_and_leave_the_end_of_turn_alone(smollm):
+    llm = smollm.backend.llm
+    classes = TokenClasses(llm)
+    opening = llm.tokenize(b"<tool_call>", add_bos=False, special=True)[0]
+    end = llm.token_eos()
+    assert classes.opens_call(opening) and opening in classes.holds_angle
+    assert end not in classes.holds_angle and end not in classes.not_first
+    space = llm.tokenize(b" the", add_bos=False, special=True)[0]
+    assert space in classes.not_first and not classes.opens_call(space)
 
 
 async def test_tool_result_fed_back_gets_a_text_answer_not_the_same_call_again(smollm):
