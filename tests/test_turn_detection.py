@@ -110,3 +110,13 @@ def test_a_turn_is_cut_at_max_utterance_length_and_speech_going_on_starts_the_ne
     frame, ended = signals[2]
     assert ended.reason == "max_length" and 16000 <= ended.end_sample - ended.start_sample < 16000 + FRAME_SAMPLES
     assert signals[3][0] == frame + 1 and not any(isinstance(s, OnsetLost) for _, s in signals)
+
+
+def test_a_pause_is_still_in_speech_but_not_voiced_so_no_partial_transcript_is_started_there():
+    detector = TurnDetector(TurnDetectionOptions(min_speech_ms=64), smart_turn_available=True)
+    feed(detector, [0.9] * 10)
+    assert detector.in_speech and detector.voiced
+    feed(detector, [0.0] * 2, start_frame=10)  # the pause the speculative transcript covers
+    assert detector.in_speech and not detector.voiced
+    feed(detector, [0.9] * 3, start_frame=12)
+    assert detector.voiced

@@ -99,9 +99,11 @@ class Listener:
         for signals in self.turns.on_frames(frames):
             await self._apply(signals)
         if self.turns.listens:
+            # Not in a pause: the speculative transcript covers it, and a partial started there would
+            # hold the STT replica (one utterance at a time) while that transcript waits behind it.
             self.transcriber.maybe_partial(self.utterance, frames.end_sample,
                                            self.audio.utterance_start(self.turns.speech_start),
-                                           wanted=self.turns.partials and self.turns.in_speech)
+                                           wanted=self.turns.partials and self.turns.voiced)
 
     async def on_verdict(self, verdict: Verdict) -> None:
         await self._apply(self.turns.on_verdict(verdict))

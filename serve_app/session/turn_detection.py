@@ -99,6 +99,11 @@ class TurnDetector:
         return self._phase in (_Phase.SPEAKING, _Phase.PAUSE)
 
     @property
+    def voiced(self) -> bool:
+        """Speech is going on now, not a pause in it."""
+        return self._phase is _Phase.SPEAKING
+
+    @property
     def speech_start(self) -> int:
         return self._start
 

@@ -46,6 +46,10 @@ class TurnStrategy:
         return self.detector.in_speech
 
     @property
+    def voiced(self) -> bool:
+        return self.detector.voiced
+
+    @property
     def speech_start(self) -> int:
         return self.detector.speech_start
 
