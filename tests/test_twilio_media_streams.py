@@ -28,7 +28,7 @@ from tests.text_normalise import normalise
 from tests.twilio_simulator import TwilioCall, parse_twiml, to_mulaw_8k
 
 # the pieces the engine speaks one by one, a mark after each: the reply's first piece is a clause or
-# its first eight words, so the first sentence is shorter than that; later pieces are whole sentences.
+# its first six words, so the first sentence is shorter than that; later pieces are whole sentences.
 # The third is long (about six seconds), so a slow machine still barges in while it plays.
 STORY = ["The old ship left at dawn.", "Its crew sang as they worked.",
          ("By noon the wind had turned cold and strong, the waves rose higher than the mast, and every "
