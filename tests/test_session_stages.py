@@ -74,7 +74,7 @@ async def test_semantic_turns_ask_the_end_of_turn_model_at_a_pause_and_end_on_it
     assert kinds(signals) == ["Onset", "SpeechConfirmed", "PossibleTurnEnd"]
     verdict = await asyncio.wait_for(channel.inbox.get(), 1)  # the model was asked, off the actor
     assert isinstance(verdict, Verdict) and verdict.probability == 0.9
-    assert len(model.asked) == 1 and model.asked[0].size == 10 * FRAME_SAMPLES  # the speech, not the pause
+    assert len(model.asked) == 1 and model.asked[0].size == 17 * FRAME_SAMPLES  # the speech and its pause so far
 
     ended = turns.on_verdict(verdict)
     assert kinds(ended) == ["TurnEnded"] and ended[0].reason == "smart_turn"

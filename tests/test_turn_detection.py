@@ -56,6 +56,7 @@ def test_the_end_of_turn_model_is_asked_once_per_pause_and_its_yes_ends_the_turn
     assert kinds(signals) == ["Onset", "SpeechConfirmed", "PossibleTurnEnd", "PauseCheck"]
     _, check = signals[3]
     assert isinstance(check, PauseCheck) and check.end_sample == 10 * FRAME_SAMPLES
+    assert check.heard_until == 16 * FRAME_SAMPLES  # the model hears the 192 ms of pause too
     ended = detector.on_completion(check.pause_id, 0.9)
     assert len(ended) == 1 and isinstance(ended[0], TurnEnded)
     assert ended[0].reason == "smart_turn" and ended[0].end_sample == check.end_sample

@@ -104,7 +104,8 @@ class SemanticTurns(TurnStrategy):
         self.smart_turn, self.audio = smart_turn, audio
 
     def ask_end_of_turn(self, check: PauseCheck) -> None:
-        audio = self.audio.slice(self.detector.speech_start, check.end_sample)
+        # from a little before the speech (as the transcript hears it) through the pause so far
+        audio = self.audio.slice(self.audio.utterance_start(self.detector.speech_start), check.heard_until)
 
         async def ask() -> None:
             try:
