@@ -118,6 +118,11 @@ class ChatBackend(Protocol):
 
     def info(self) -> dict[str, Any]: ...
 
+    async def prefill(self, request: ChatRequest) -> int:
+        """Read the request's prompt into the model's cache ahead of the turn that will send it;
+        returns the prompt tokens read (0 where a server keeps its own cache)."""
+        ...
+
 
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
@@ -246,6 +251,11 @@ class LanguageModel:
             async for event in events:
                 yield event
                 await asyncio.sleep(0)  # a cancel from the caller lands between events
+
+    async def prefill(self, request: ChatRequest | dict) -> int:
+        """A conversation whose prompt prefix just changed (its window moved on) has that prefix read
+        now, while the assistant's answer plays, instead of before the next turn's first token."""
+        return await self.backend.prefill(parse_request(request, self.options.max_output_tokens))
 
     async def info(self) -> dict:
         return {"backend": self.options.backend, "model": self.backend.model_name, **self.backend.info()}

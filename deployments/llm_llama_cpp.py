@@ -168,6 +168,26 @@ class LlamaCppBackend:
         llama_cpp.llama_sampler_free(sampler)
         return llama_cpp.LlamaGrammar.from_string(text, verbose=False)
 
+    async def prefill(self, request: ChatRequest) -> int:
+        tools = offered_tools(request)
+        mode: ToolMode = "text" if not tools else "auto" if request.tool_choice == "auto" else "required"
+        prompt_tokens = self._render(request, tools, mode)
+        if len(prompt_tokens) >= self.options.n_ctx:
+            return 0
+        async with self._turn:
+            return await asyncio.get_running_loop().run_in_executor(self._worker, self._read, prompt_tokens)
+
+    def _read(self, prompt_tokens: list[int]) -> int:
+        """Worker thread: evaluate the prompt (generate evaluates it before its first token) and keep it."""
+        cached = self._states.prepare(prompt_tokens)
+        tokens = self.llm.generate(prompt_tokens, temp=0.0)
+        try:
+            next(tokens, None)
+        finally:
+            tokens.close()
+            self._states.save()
+        return len(prompt_tokens) - cached
+
     def _decode(self, job: _Generation, emit: Callable[[object], None]) -> None:
         """Worker thread: sample tokens until end of turn, the token budget, or the stop event."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

@@ -50,6 +50,9 @@ class OllamaBackend:
         self.model_name = options.ollama_model
         self.client = ollama.AsyncClient(host=self.host, timeout=options.request_timeout_s)
 
+    async def prefill(self, request: ChatRequest) -> int:
+        return 0  # the server keeps its own prompt cache
+
     def info(self) -> dict[str, Any]:
         return {"host": self.host, "tool_calls": "native"}
 

@@ -103,6 +103,9 @@ class OpenAIBackend:
         self.client = openai.AsyncOpenAI(base_url=self.base_url, api_key=api_key,
                                          timeout=options.request_timeout_s, max_retries=0)
 
+    async def prefill(self, request: ChatRequest) -> int:
+        return 0  # the server keeps its own prompt cache
+
     def info(self) -> dict[str, Any]:
         return {"base_url": self.base_url, "tool_calls": "native"}
 

@@ -64,6 +64,9 @@ class FaultyModels:
         finally:
             await inner.aclose()
 
+    async def prefill(self, request: ChatRequest) -> int:
+        return await self.models.prefill(request)
+
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[bytes]:
         inner = self.models.synthesize(request)
         try:

@@ -49,6 +49,25 @@ def test_context_trims_a_block_at_the_limit_then_extends_the_same_prefix():
     assert prompt_of(context)[1] == "question 10"
 
 
+def test_the_window_moves_on_after_the_answer_that_fills_it_so_the_next_turn_only_appends():
+    context = conversation(7)  # max_turns 8: the 8th turn still fits
+    assert not context.move_on_ahead("be brief") and prompt_of(context)[1] == "question 0"
+    conversation(1, context)  # 8 turns: the 9th would move the window, so it moves now
+    assert context.move_on_ahead("be brief")
+    ahead = prompt_of(context)  # what a prefill reads while the 8th answer plays
+    assert ahead[1] == "question 4" and ahead[-1] == "answer 7"
+    conversation(1, context)  # the next turn extends that prompt instead of moving the window again
+    assert prompt_of(context)[: len(ahead)] == ahead
+
+
+def test_the_window_moves_on_ahead_by_characters_too():
+    context = ConversationContext(max_turns=100, max_chars=1000)
+    conversation(1, context)
+    assert not context.move_on_ahead("sys")
+    context.add(ChatMessage(role="user", content="x" * 700))
+    assert context.move_on_ahead("sys")  # 700 + the next turn's ~300 would cross 1000
+
+
 def test_context_trims_by_characters_too_and_never_starts_with_an_orphan_tool_result():
     context = ConversationContext(max_turns=100, max_chars=200)
     for index in range(6):

@@ -157,6 +157,20 @@ def test_token_classes_find_the_call_opening_and_leave_the_end_of_turn_alone(smo
     assert space in classes.not_first and not classes.opens_call(space)
 
 
+async def test_a_prefilled_prompt_is_not_read_again_by_the_turn_that_sends_it(smollm):
+    history = [{"role": "system", "content": "You are a helpful voice assistant. Answer briefly."}]
+    for index in range(4):
+        history += [{"role": "user", "content": f"Tell me fact number {index} about the sea."},
+                    {"role": "assistant", "content": f"Fact {index}: the sea covers most of the planet."}]
+    read = await smollm.prefill({"messages": history, "tools": [WEATHER]})
+    assert read > 100  # nothing was cached: the whole prompt was read
+    turn = history + [{"role": "user", "content": "And one more?"}]
+    done = assert_one_done_last(await collect(smollm.chat({"messages": turn, "tools": [WEATHER],
+                                                           "max_tokens": 8})))
+    assert done.cached_tokens >= read - 3  # all but the generation prompt's role was already read
+    assert done.prompt_tokens - done.cached_tokens < 20
+
+
 async def test_tool_result_fed_back_gets_a_text_answer_not_the_same_call_again(smollm):
     call = ToolCall(id="call_1", name="get_weather", arguments='{"city": "Paris"}')
     messages = [*PARIS, ChatMessage(role="assistant", tool_calls=[call]).model_dump(),

@@ -46,16 +46,19 @@ def test_every_deployment_answers_through_its_handle(graph, clip_by_name):
         text = await graph["handle"]("STT").transcribe.remote(clip.pcm16())
         events = [e async for e in graph["handle"]("LLM").options(stream=True).chat.remote(
             {"messages": [{"role": "user", "content": "Say hello to me."}], "max_tokens": 24})]
+        read = await graph["handle"]("LLM").prefill.remote(
+            {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello."}]})
         chunks = [c async for c in graph["handle"]("TTS").options(stream=True).synthesize.remote(
             {"text": "Hello from the graph.", "sample_rate": 24000})]
         image = text_png("RAY SERVE", size=(480, 160), at=(20, 40), font_size=60)
         description = await graph["handle"]("Vision").describe.remote(image, None)
-        return vad, text, events, chunks, description
+        return vad, text, events, chunks, description, read
 
-    vad, text, events, chunks, description = asyncio.run(calls())
+    vad, text, events, chunks, description, read = asyncio.run(calls())
     assert (vad.probabilities > 0.5).sum() >= 8
     assert normalise(text.text) == "he could wait no longer"
     assert sum(isinstance(e, TextDelta) for e in events) >= 3 and isinstance(events[-1], ChatDone)
+    assert read > 5  # a prompt the LLM replica read ahead (the context window moved on)
     assert len(chunks) >= 2 and all(len(c) % 2 == 0 for c in chunks)
     assert "RAY SERVE" in description.upper()
 

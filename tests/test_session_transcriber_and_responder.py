@@ -46,6 +46,8 @@ class ScriptedModels:
         self.transcription_gate, self.synthesis_gate = asyncio.Event(), asyncio.Event()
         self.transcription_gate.set()
         self.synthesis_gate.set()
+        self.prefilled: list = []  # prefill requests, in order
+        self.prefill_asked = asyncio.Event()
 
     async def transcribe(self, pcm16k: np.ndarray) -> Transcription:
         self.heard.append(pcm16k.size)
@@ -56,6 +58,11 @@ class ScriptedModels:
         for word in self.reply.split(" "):
             yield TextDelta(text=word + " ")
         yield ChatDone(finish_reason="stop", prompt_tokens=12, completion_tokens=5, cached_tokens=4)
+
+    async def prefill(self, request):
+        self.prefilled.append(request)
+        self.prefill_asked.set()
+        return 0
 
     async def synthesize(self, request):
         await self.synthesis_gate.wait()
@@ -181,6 +188,35 @@ async def test_a_user_turn_is_answered_stored_and_recorded(conversation):
     assert stored == [("user", "hi"), ("assistant", "Hello there. How are you?")]
     turn = (await conversation.store.turns("s1"))[0]
     assert not turn.interrupted and turn.cached_tokens == 4 and turn.first_audio_at is not None
+
+
+async def test_the_answer_that_fills_the_window_has_the_llm_read_the_moved_window_while_it_plays(tmp_path):
+    store = await SessionStore.open(tmp_path / "sessions.sqlite3")
+    conversation = Conversation(store, ConversationContext(4, 6000))
+    await conversation.create("s1", SessionSettings())
+    channel, models = SessionChannel(), ScriptedModels()
+    responder = responder_for(channel, conversation, models)
+    try:
+        for index in range(4):
+            channel.state = State.TRANSCRIBING
+            responder.new_turn(speech_end_at=1.0)
+            await responder.user_turn(f"question {index}", f"msg_{index}")
+            await run_response(channel, responder)
+            if index < 3:
+                assert not models.prefilled  # the next turn still fits the window
+        await asyncio.wait_for(models.prefill_asked.wait(), 2)
+        (request,) = models.prefilled
+        said = [m.content for m in request.messages[1:]]
+        assert said[0] == "question 2" and said[-1] == models.reply  # the window moved on to half
+        assert request.tools  # the built-in tools: the same prompt prefix the next turn renders
+        channel.state = State.TRANSCRIBING
+        responder.new_turn(speech_end_at=1.0)
+        await responder.user_turn("question 4", "msg_4")
+        sent = [m.content for m in responder.response.history[1:]]
+        assert sent[: len(said)] == said  # the next turn extends what was read ahead
+        await run_response(channel, responder)
+    finally:
+        await store.close()
 
 
 async def test_barge_in_cuts_the_stored_reply_to_what_was_heard(conversation):

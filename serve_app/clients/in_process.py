@@ -79,5 +79,8 @@ class InProcessModels:
     def chat(self, request: ChatRequest) -> AsyncIterator[LlmEvent]:
         return self._stream("llm", self.llm.chat(request))
 
+    async def prefill(self, request: ChatRequest) -> int:
+        return await self._unary("llm", self.llm.prefill(request))
+
     def synthesize(self, request: SynthesisRequest) -> AsyncIterator[bytes]:
         return self._stream("tts", self.tts.synthesize(request))

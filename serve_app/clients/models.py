@@ -35,6 +35,10 @@ class ModelServices(Protocol):
         """Streams events; closing the iterator early cancels the generation downstream."""
         ...
 
+    async def prefill(self, request: ChatRequest) -> int:
+        """Has the LLM read a prompt ahead of the turn that sends it; tokens read."""
+        ...
+
     def synthesize(self, request: SynthesisRequest) -> AsyncIterator[bytes]:
         """Streams PCM16 chunks; closing the iterator early cancels the synthesis downstream."""
         ...

@@ -58,5 +58,8 @@ class ServeModels:
     def chat(self, request: ChatRequest) -> AsyncIterator[LlmEvent]:
         return self._stream("llm", self.llm.options(stream=True).chat.remote(request))
 
+    async def prefill(self, request: ChatRequest) -> int:
+        return await self._unary("llm", self.llm.prefill.remote(request))
+
     def synthesize(self, request: SynthesisRequest) -> AsyncIterator[bytes]:
         return self._stream("tts", self.tts.options(stream=True).synthesize.remote(request))

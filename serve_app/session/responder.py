@@ -9,6 +9,7 @@ replies with their audio timing so a client can truncate them to what was heard.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from deployments.llm import ChatMessage, ToolCall
-from serve_app.clients.models import ModelServices
+from serve_app.clients.models import ModelServices, ServiceError
 from serve_app.metrics import TURN_METRICS
 from serve_app.session.channel import SessionChannel
 from serve_app.session.conversation import Conversation
@@ -39,6 +40,8 @@ from serve_app.session.policy import ReplyPolicy, ResponseOverrides
 from serve_app.session.response import Response, ResponseHost, ResponseSettings
 from serve_app.session.speculation import Draft
 from serve_app.session.tools import BuiltinTools
+
+logger = logging.getLogger(__name__)
 
 KEPT_REPLIES = 16  # recent replies whose audio timing is kept, so a client can truncate them
 
@@ -202,6 +205,7 @@ class Responder:
             self.last_input = None
             if not response.deferred_calls:  # with deferred calls the text is on the tool-call message
                 context.add(ChatMessage(role="assistant", content=response.full_text), response.message_id)
+            self._prefill_if_moved(response)
         failure = response.failure
         status = "failed" if failure else "incomplete" if response.finish_reason == "length" else "completed"
         error = ErrorEvent(failure.message, failure.phase, failure.code) if failure else None
@@ -209,6 +213,22 @@ class Responder:
                                         input_tokens=response.input_tokens, output_tokens=response.output_tokens,
                                         error=error))
         await self._record(response, interrupted=False)
+
+    def _prefill_if_moved(self, response: Response) -> None:
+        """Where the next turn would move the context window, move it now and have the LLM read the
+        new prompt while this answer plays (serve_app/session/context.py, ``move_on_ahead``)."""
+        context, instructions = self.conversation.context, response.settings.instructions
+        if not context.move_on_ahead(instructions):
+            return
+
+        async def prefill() -> None:
+            try:
+                read = await self.services.prefill(response.llm_request(context.for_llm(instructions)))
+                logger.debug("context window moved on: the LLM read %d prompt tokens ahead", read)
+            except ServiceError as error:  # only a head start: the next turn reads the prompt itself
+                logger.info("prefill after the window moved failed: %s", error.message)
+
+        self.channel.spawn(prefill())
 
     def _keep(self, response: Response) -> None:
         """Its tool-call turns join the context, named by call id; its audio timing is kept for truncation."""

@@ -259,12 +259,15 @@ class Response:
     def _deferred(self, call: ToolCall) -> bool:
         return self.settings.end_on_client_tool and not (self.settings.builtin_tools and self.tools.has(call.name))
 
-    async def _one_llm_round(self, messages, splitter, sentences, allow_tools) -> tuple[list[ToolCall], str]:
+    def llm_request(self, messages: list[ChatMessage], allow_tools: bool = True) -> ChatRequest:
+        """What this response asks the LLM (and what a prefill of its conversation must match)."""
         builtin = [spec.schema() for spec in self.tools.specs()] if self.settings.builtin_tools else []
         tools = builtin + self.settings.client_tools if allow_tools else []
-        request = ChatRequest(messages=messages, tools=tools,
-                              tool_choice=self.settings.tool_choice if tools else "none",
-                              max_tokens=self.settings.max_tokens, temperature=self.settings.temperature)
+        return ChatRequest(messages=messages, tools=tools, tool_choice=self.settings.tool_choice if tools else "none",
+                           max_tokens=self.settings.max_tokens, temperature=self.settings.temperature)
+
+    async def _one_llm_round(self, messages, splitter, sentences, allow_tools) -> tuple[list[ToolCall], str]:
+        request = self.llm_request(messages, allow_tools)
         calls: list[ToolCall] = []
         text = ""
         async for event in self.services.chat(request):
