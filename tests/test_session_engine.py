@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 from websockets.sync.client import connect
 
-from deployments.llm import TextDelta
+from deployments.llm import LlmOptions, TextDelta
 from serve_app.clients.turn_end import InProcessTurnEnd
 from serve_app.host import SessionHost
 from tests.drawn_text import text_png
@@ -141,6 +141,20 @@ def test_an_answer_drafted_at_the_pause_reaches_the_client_whole_when_the_turn_e
     assert complete["fullText"] and tokens.strip() == complete["fullText"]  # the held first words too
     rows = stored_messages(tmp_path / "db.sqlite3", session_id)
     assert [(r["role"], r["content"]) for r in rows] == [("user", final["text"]), ("assistant", complete["fullText"])]
+
+
+def test_a_new_sessions_prompt_is_read_before_its_first_turn(models, smart_turn_model, tmp_path):
+    """Its instructions and the tool schemas (~440 tokens, seconds on 2 cores) are read at session start."""
+    fresh = models.with_llm(LlmOptions())  # an LLM that has read nothing yet
+    host = SessionHost(fresh, server_options(tmp_path / "db.sqlite3"), InProcessTurnEnd(smart_turn_model))
+    with TestClient(build_app(host)) as client, client.websocket_connect("/ws") as ws:
+        talk = Conversation(ws)
+        session_id = start(talk)
+        talk.send({"type": "user_message", "text": "Hello there."})  # its turn waits for the prefill's lock
+        talk.until("audio_complete", timeout=120)
+        talk.until("state_change", state="listening")  # the turn's row is written before this
+    (turn,) = stored_rows(tmp_path / "db.sqlite3", "turns", session_id)
+    assert turn["prompt_tokens"] > 300 and turn["prompt_tokens"] - turn["cached_tokens"] < 30
 
 
 def test_audio_at_another_sample_rate_is_resampled(models, smart_turn_model, tmp_path, clip_by_name):

@@ -256,6 +256,8 @@ class Session:
             await self.conversation.configure(config)
         if command.replies is not None:
             self.responder.replies = command.replies
+        if (command.config or command.replies is not None) and self.session_id and not self.responder.busy:
+            self.responder.read_ahead()  # new instructions or tools: a new prompt prefix
         if command.turns is not None:
             self.listener.use(self._turns(command.turns, vad_degraded=self.listener.turns.vad_degraded))
 
@@ -296,6 +298,7 @@ class Session:
         self.channel.emit(SessionStarted(session_id, config, token))
         self.channel.state = State.IDLE
         await self.channel.set_state(State.LISTENING)
+        self.responder.read_ahead()
 
     async def _resume(self, session_id: str, resume_token: str | None) -> None:
         if not await self.conversation.exists(session_id):
@@ -315,6 +318,7 @@ class Session:
         self._open_audio()
         last = await self.conversation.last_messages(RESUME_MESSAGES)
         self.channel.emit(SessionResumed(session_id, state, [message_wire(m) for m in last], token))
+        self.responder.read_ahead()
 
     async def _claim(self, session_id: str, resume_token: str | None) -> str | None:
         """A new resume token if this connection may take up stored ``session_id``; else an error, nothing more."""

@@ -37,7 +37,7 @@ from serve_app.session.events import (
 from serve_app.session.inbox import FirstAudio, PendingInput, ResponseFinished, new_message_id
 from serve_app.session.options import SessionOptions
 from serve_app.session.policy import ReplyPolicy, ResponseOverrides
-from serve_app.session.response import Response, ResponseHost, ResponseSettings
+from serve_app.session.response import Response, ResponseHost, ResponseSettings, chat_request
 from serve_app.session.speculation import Draft
 from serve_app.session.tools import BuiltinTools
 
@@ -58,6 +58,7 @@ class Responder:
         self.last_input: PendingInput | None = None  # the last turn's input, kept for retry_turn
         self.times: dict[str, float] = {}  # the current turn's milestones, for the store and metrics
         self.closing = False  # the client is gone: words still arriving are stored, not answered
+        self._prefilling = False  # a prefill is in flight (serve_app/clients/models.py, ``prefill``)
         self._kept: OrderedDict[str, Response] = OrderedDict()
 
     @property
@@ -214,20 +215,34 @@ class Responder:
                                         error=error))
         await self._record(response, interrupted=False)
 
+    def read_ahead(self) -> None:
+        """Have the LLM read the conversation's prompt before the user's first words: a new session's
+        instructions and tool schemas are ~440 tokens, 3-4 s on 2 cores, which its first turn paid."""
+        settings = self._settings(None)
+        self._prefill(settings, self.conversation.context.for_llm(settings.instructions), "session start")
+
     def _prefill_if_moved(self, response: Response) -> None:
         """Where the next turn would move the context window, move it now and have the LLM read the
         new prompt while this answer plays (serve_app/session/context.py, ``move_on_ahead``)."""
         context, instructions = self.conversation.context, response.settings.instructions
-        if not context.move_on_ahead(instructions):
+        if context.move_on_ahead(instructions):
+            self._prefill(response.settings, context.for_llm(instructions), "window moved")
+
+    def _prefill(self, settings: ResponseSettings, messages: list[ChatMessage], why: str) -> None:
+        if self._prefilling:  # one at a time: a client updating its session in a loop gets no more
             return
+        request = chat_request(settings, self.tools, messages)
 
         async def prefill() -> None:
             try:
-                read = await self.services.prefill(response.llm_request(context.for_llm(instructions)))
-                logger.debug("context window moved on: the LLM read %d prompt tokens ahead", read)
+                read = await self.services.prefill(request)
+                logger.debug("%s: the LLM read %d prompt tokens ahead", why, read)
             except ServiceError as error:  # only a head start: the next turn reads the prompt itself
-                logger.info("prefill after the window moved failed: %s", error.message)
+                logger.info("prefill (%s) failed: %s", why, error.message)
+            finally:
+                self._prefilling = False
 
+        self._prefilling = True
         self.channel.spawn(prefill())
 
     def _keep(self, response: Response) -> None:

@@ -88,6 +88,15 @@ class SpokenSentence:
     complete: bool = False  # its synthesis finished (sent_ms is then its whole length)
 
 
+def chat_request(settings: ResponseSettings, tools: BuiltinTools, messages: list[ChatMessage],
+                 allow_tools: bool = True) -> ChatRequest:
+    """What a response with ``settings`` asks the LLM, and so what a prefill of its prompt must match."""
+    builtin = [spec.schema() for spec in tools.specs()] if settings.builtin_tools else []
+    offered = builtin + settings.client_tools if allow_tools else []
+    return ChatRequest(messages=messages, tools=offered, tool_choice=settings.tool_choice if offered else "none",
+                       max_tokens=settings.max_tokens, temperature=settings.temperature)
+
+
 class Response:
     def __init__(self, generation: int, host: ResponseHost, services: ModelServices, tools: BuiltinTools,
                  history: list[ChatMessage], settings: ResponseSettings,
@@ -260,11 +269,7 @@ class Response:
         return self.settings.end_on_client_tool and not (self.settings.builtin_tools and self.tools.has(call.name))
 
     def llm_request(self, messages: list[ChatMessage], allow_tools: bool = True) -> ChatRequest:
-        """What this response asks the LLM (and what a prefill of its conversation must match)."""
-        builtin = [spec.schema() for spec in self.tools.specs()] if self.settings.builtin_tools else []
-        tools = builtin + self.settings.client_tools if allow_tools else []
-        return ChatRequest(messages=messages, tools=tools, tool_choice=self.settings.tool_choice if tools else "none",
-                           max_tokens=self.settings.max_tokens, temperature=self.settings.temperature)
+        return chat_request(self.settings, self.tools, messages, allow_tools)
 
     async def _one_llm_round(self, messages, splitter, sentences, allow_tools) -> tuple[list[ToolCall], str]:
         request = self.llm_request(messages, allow_tools)
