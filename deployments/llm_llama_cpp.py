@@ -174,8 +174,9 @@ class LlamaCppBackend:
         prompt_tokens = self._render(request, tools, mode)
         if len(prompt_tokens) >= self.options.n_ctx:
             return 0
-        async with self._turn:
-            return await asyncio.get_running_loop().run_in_executor(self._worker, self._read, prompt_tokens)
+        # No turn lock: the one worker thread already runs it between replies, never inside one's
+        # decode, and a prefill cut off with its event loop must not leave a lock held for the next.
+        return await asyncio.get_running_loop().run_in_executor(self._worker, self._read, prompt_tokens)
 
     def _read(self, prompt_tokens: list[int]) -> int:
         """Worker thread: evaluate the prompt (generate evaluates it before its first token) and keep it."""

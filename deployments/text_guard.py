@@ -3,7 +3,8 @@
 llama-cpp-python puts a grammar first in its sampler chain, so the grammar checks all ~49k
 vocabulary entries at every token: on the embedded SmolLM2 a reply under the tool grammar decodes
 at about 24 tokens/s on one thread against about 39 without it. Yet an ``auto`` reply is either a
-call (which opens with ``<``) or text that holds no ``<`` and does not open with whitespace; that
+call (which opens with ``<``) or text of at least one character that holds no ``<`` and does not
+open with whitespace (an empty reply is not text: the grammar never allowed one); that
 much a logit mask can enforce for a few microseconds a token. So a reply is decoded free, under
 this mask, and only a reply whose first token opens a ``<`` is decoded again under the grammar
 (the model chose a call: the grammar then makes it well-formed, as before).
@@ -20,10 +21,11 @@ class TokenClasses:
 
     def __init__(self, llm: llama_cpp.Llama) -> None:
         vocab = llm._model.vocab
-        holds_angle, opens_angle, opens_space = [], [], []
+        holds_angle, opens_angle, opens_space, ending = [], [], [], []
         for token in range(llm.n_vocab()):
             if llama_cpp.llama_vocab_is_control(vocab, token) or llama_cpp.llama_vocab_is_eog(vocab, token):
-                continue  # end of turn and other control tokens stay allowed: they end the reply
+                ending.append(token)  # end of turn and other control tokens end the reply: allowed after
+                continue  # its first token (the text rule wants at least one character)
             text = llm.detokenize([token]).decode("utf-8", "replace")
             if "<" in text:
                 holds_angle.append(token)
@@ -33,8 +35,9 @@ class TokenClasses:
                 opens_space.append(token)
         self.holds_angle = np.array(holds_angle, dtype=np.intc)
         self.opens_angle = frozenset(opens_angle)
-        # the first token of a text reply: no whitespace, and a "<" only where it opens a call
-        self.not_first = np.array(sorted(set(opens_space) | (set(holds_angle) - self.opens_angle)), dtype=np.intc)
+        # the first token of a text reply: not the end, no whitespace, and a "<" only where it opens a call
+        not_first = set(ending) | set(opens_space) | (set(holds_angle) - self.opens_angle)
+        self.not_first = np.array(sorted(not_first), dtype=np.intc)
 
     def opens_call(self, token: int) -> bool:
         return token in self.opens_angle
