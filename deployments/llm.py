@@ -253,8 +253,8 @@ class LanguageModel:
                 await asyncio.sleep(0)  # a cancel from the caller lands between events
 
     async def prefill(self, request: ChatRequest | dict) -> int:
-        """A conversation whose prompt prefix just changed (its window moved on) has that prefix read
-        now, while the assistant's answer plays, instead of before the next turn's first token."""
+        """A conversation whose prompt prefix is new (a session starting, its window moving on) has it
+        read now, before the user speaks or while an answer plays, not before a turn's first token."""
         return await self.backend.prefill(parse_request(request, self.options.max_output_tokens))
 
     async def info(self) -> dict:

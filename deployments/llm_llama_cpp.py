@@ -168,10 +168,14 @@ class LlamaCppBackend:
         llama_cpp.llama_sampler_free(sampler)
         return llama_cpp.LlamaGrammar.from_string(text, verbose=False)
 
-    async def prefill(self, request: ChatRequest) -> int:
+    def _prompt(self, request: ChatRequest) -> tuple[list[dict], ToolMode, list[int]]:
+        """The tools offered, how a reply may use them, and the prompt that offers them."""
         tools = offered_tools(request)
         mode: ToolMode = "text" if not tools else "auto" if request.tool_choice == "auto" else "required"
-        prompt_tokens = self._render(request, tools, mode)
+        return tools, mode, self._render(request, tools, mode)
+
+    async def prefill(self, request: ChatRequest) -> int:
+        _, _, prompt_tokens = self._prompt(request)
         if len(prompt_tokens) >= self.options.n_ctx:
             return 0
         # No turn lock: the one worker thread already runs it between replies, never inside one's
@@ -246,9 +250,10 @@ class LlamaCppBackend:
         call_grammar = self._grammar(tool_call_grammar(tools, mode, max_calls))
         if mode == "required":
             return _Generation(prompt_tokens, budget, temperature, call_grammar)
+        if not guarded:  # no tools, no tool markup: nothing to keep the reply from
+            return _Generation(prompt_tokens, budget, temperature, None)
         guard = TextGuard(self._token_classes, len(prompt_tokens), calls_allowed=call_grammar is not None)
-        return _Generation(prompt_tokens, budget, temperature, None, guard if guarded or call_grammar else None,
-                           call_grammar)
+        return _Generation(prompt_tokens, budget, temperature, None, guard, call_grammar)
 
     async def _reply_text(self, job: _Generation, reader: ReplyReader) -> AsyncIterator[TextDelta]:
         """Run ``job`` on the worker thread, yielding its text as it comes; closing stops the thread."""
@@ -268,9 +273,7 @@ class LlamaCppBackend:
     async def chat(self, request: ChatRequest) -> AsyncIterator[LlmEvent]:
         if request.model not in (None, self.model_name):
             raise ModelInputError(f"this service runs {self.model_name!r}, not {request.model!r}", "unknown_model")
-        tools = offered_tools(request)
-        mode: ToolMode = "text" if not tools else "auto" if request.tool_choice == "auto" else "required"
-        prompt_tokens = self._render(request, tools, mode)
+        tools, mode, prompt_tokens = self._prompt(request)
         room = self.options.n_ctx - len(prompt_tokens)
         if room < 1:
             raise ModelInputError(f"the conversation is {len(prompt_tokens)} tokens; the context holds "

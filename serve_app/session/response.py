@@ -268,11 +268,8 @@ class Response:
     def _deferred(self, call: ToolCall) -> bool:
         return self.settings.end_on_client_tool and not (self.settings.builtin_tools and self.tools.has(call.name))
 
-    def llm_request(self, messages: list[ChatMessage], allow_tools: bool = True) -> ChatRequest:
-        return chat_request(self.settings, self.tools, messages, allow_tools)
-
     async def _one_llm_round(self, messages, splitter, sentences, allow_tools) -> tuple[list[ToolCall], str]:
-        request = self.llm_request(messages, allow_tools)
+        request = chat_request(self.settings, self.tools, messages, allow_tools)
         calls: list[ToolCall] = []
         text = ""
         async for event in self.services.chat(request):
