@@ -72,9 +72,17 @@ class Replica:
         assert self.pid in {p.pid for p in psutil.Process().children(recursive=True)}
 
     def wait_busy(self, timeout: float = EVENT_TIMEOUT_S) -> None:
-        """Until the replica is running a request (Serve's own count), so a kill lands mid-call."""
+        """Until the replica is running a request (Serve's own count), so a kill lands mid-call.
+
+        Serve's ``get_num_ongoing_requests`` also counts a slot the router has only reserved
+        (Ray 2.60's two-phase dispatch): a kill then lands before the request is sent, and the
+        router sends it to the replacement instead, so the turn succeeds late and no error comes
+        (seen in one run of 60 s). Only the requests the replica's metrics count are running."""
         deadline = time.monotonic() + timeout
-        while ray.get(self.handle.get_num_ongoing_requests.remote(), timeout=10) < 1:
+        def running(replica) -> int:  # runs on the replica actor (pickled by value)
+            return replica._replica_impl._metrics_manager.get_num_ongoing_requests()
+
+        while ray.get(self.handle.__ray_call__.remote(running), timeout=10) < 1:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.deployment} got no request in {timeout} s")
             time.sleep(0.005)  # polling the replica's own state
