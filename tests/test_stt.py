@@ -56,6 +56,18 @@ def test_noise_hallucination_is_blanked_and_flagged(transcriber, clip_by_name):
     assert result.words == []
 
 
+def test_a_short_window_result_whisper_doubts_is_decoded_again_in_the_full_window(transcriber, clip_by_name):
+    # 6 s of music: in the 16 s window tiny.en says "The End" (no_speech_prob 0.59, avg_logprob -2.4);
+    # in Whisper's 30 s window it says nothing. Without the second pass the short window would speak.
+    music = clip_by_name("nonspeech_music_brahms_hungarian_dance5.wav").pcm16()[: 6 * 16000]
+    assert transcriber.options.short_window_s == 16
+    assert transcriber.transcribe_batch([music])[0].text == ""
+    trusting = WhisperTranscriber(SttOptions(short_window_recheck_no_speech=1.0, log_prob_threshold=-10.0))
+    assert trusting.transcribe_batch([music])[0].text != ""
+    speech = clip_by_name("voice2json_what_time_is_it.wav").pcm16()
+    assert normalise(trusting.transcribe_batch([speech])[0].text) == "what time is it"
+
+
 def test_no_non_speech_clip_produces_text(transcriber, speech_clips):
     nonspeech = [c for c in speech_clips if c.kind == "nonspeech"]
     results = transcriber.transcribe_batch([c.pcm16() for c in nonspeech])
