@@ -4,8 +4,9 @@ Generation blocks, so it runs on one dedicated worker thread (a ``Llama`` is not
 feeds the event loop through a queue; a stop event checked per token ends it when the stream is
 closed. Tool calls use the Hermes convention with grammar-constrained decoding (``tool_grammar``);
 a reply that may be text or a call is decoded free under a logit mask and only falls back to the
-grammar once it opens a call (``text_guard``); with ``two_step`` the model first names the tool a
-message needs, or none (``tool_decision``), and only then writes the call's arguments.
+grammar once it opens a call (``text_guard``); with ``embedding`` (``tool_router``) or ``two_step``
+(``tool_decision``) the tool a message needs, or none, is decided first, and the model only then
+writes that call's arguments.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from deployments.tool_grammar import (
     tool_call_grammar,
     tools_system_prompt,
 )
+from deployments.tool_router import ToolRouter
 
 logger = logging.getLogger(__name__)
 _END = object()
@@ -100,6 +102,7 @@ class LlamaCppBackend:
                 bos_token=self.llm.detokenize([self.llm.token_bos()], special=True).decode("utf-8", "replace"),
             )
         self._chooser = ChannelChooser(self.llm) if options.tool_decision == "two_step" else None
+        self._router = ToolRouter(options.router_margin) if options.tool_decision == "embedding" else None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
         self._turn = asyncio.Lock()
         self._running: asyncio.Future | None = None
@@ -157,6 +160,17 @@ class LlamaCppBackend:
     def _decide(self, names: list[str], contexts: list[list[int]], message: list[int]) -> Decision:
         """Worker thread: which of ``names`` the user's message needs."""
         return decide(names, self._chooser.score(contexts, message), self.options.tool_margin)
+
+    async def _decision(self, request: ChatRequest, tools: list[dict], allow_answer: bool) -> Decision | None:
+        """Which tool the user's last message needs (``Decision.tool`` None: none); None: no decision made."""
+        loop = asyncio.get_running_loop()
+        if self._router is not None:
+            return await loop.run_in_executor(self._worker, self._router.decide, tools,
+                                              request.messages[-1].content or "", allow_answer)
+        if len(tools) >= MAX_CHOICES:
+            return None
+        names, contexts, message = self._choice_prompts(request, tools, allow_answer)
+        return await loop.run_in_executor(self._worker, self._decide, names, contexts, message)
 
     def _grammar(self, text: str | None) -> llama_cpp.LlamaGrammar | None:
         if text is None:
@@ -281,15 +295,16 @@ class LlamaCppBackend:
         guarded = bool(tools) or has_tool_markup(request.messages)
         budget = min(request.max_tokens, room)
         reply_tools, reply_mode, temperature = tools, mode, request.temperature
-        two_step = self.options.tool_decision == "two_step" and mode != "text" and chosen_function(request) is None
+        decides_first = (self.options.tool_decision in ("embedding", "two_step") and mode != "text"
+                         and chosen_function(request) is None)
         async with self._turn:
-            if two_step and request.messages[-1].role == "tool":
+            decision = None
+            if decides_first and request.messages[-1].role == "tool":
                 # a small model only repeats the call it just made: with its result in hand, it answers
                 reply_tools, reply_mode = [], "text"
-            elif two_step and request.messages[-1].role == "user" and len(tools) < MAX_CHOICES:
-                names, contexts, message = self._choice_prompts(request, tools, mode == "auto")
-                decision = await asyncio.get_running_loop().run_in_executor(
-                    self._worker, self._decide, names, contexts, message)
+            elif decides_first and request.messages[-1].role == "user":
+                decision = await self._decision(request, tools, mode == "auto")
+            if decision is not None:
                 logger.debug("tool decision %s from %s", decision.tool, decision.scores)
                 if decision.tool is None:
                     reply_tools, reply_mode = [], "text"
