@@ -320,8 +320,11 @@ class LlamaCppBackend:
                     yield delta
             calls, used, cached = reader.calls(), job.completion_tokens, job.cached_tokens
             answered = answered_calls(request.messages)
-            if calls and mode == "auto" and all(call_key(call) in answered for call in calls):
-                # Small models echo the call whose result they were just given; answer in words instead.
+            echoed = calls and all(call_key(call) in answered for call in calls)
+            unwritten = not calls and decision is not None and decision.tool is not None
+            if mode == "auto" and (echoed or unwritten):
+                # Small models echo the call whose result they were just given, or run on inside the
+                # arguments of the call decided for them until the budget ends; answer in words instead.
                 job, calls = self._job(prompt_tokens, budget, request.temperature, [], "text", 1, True), []
                 async with contextlib.aclosing(self._reply_text(job, ReplyReader(tools, "text"))) as deltas:
                     async for delta in deltas:
