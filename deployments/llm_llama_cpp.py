@@ -172,6 +172,16 @@ class LlamaCppBackend:
         names, contexts, message = self._choice_prompts(request, tools, allow_answer)
         return await loop.run_in_executor(self._worker, self._decide, names, contexts, message)
 
+    def _call_budget(self, tool: dict, message: str) -> int:
+        """Tokens a call to ``tool`` whose values come from ``message`` can need: its markup, name and
+        keys, and values of twice the message's length. A small model can run on inside a string
+        to the end of any budget; this ends it while an answer in words is still quick."""
+        function = tool["function"]
+        keys = "".join(f'"{key}": , ' for key in (function.get("parameters") or {}).get("properties", {}))
+        frame = f'<tool_call>\n{{"name": "{function["name"]}", "arguments": {{{keys}}}}}\n</tool_call>'
+        count = len(self.llm.tokenize(frame.encode("utf-8"), add_bos=False, special=False))
+        return count + 2 * len(self.llm.tokenize(message.encode("utf-8"), add_bos=False, special=False)) + 8
+
     def _grammar(self, text: str | None) -> llama_cpp.LlamaGrammar | None:
         if text is None:
             return None
@@ -294,7 +304,7 @@ class LlamaCppBackend:
                                   f"{self.options.n_ctx}", "context_length_exceeded")
         guarded = bool(tools) or has_tool_markup(request.messages)
         budget = min(request.max_tokens, room)
-        reply_tools, reply_mode, temperature = tools, mode, request.temperature
+        reply_tools, reply_mode, temperature, reply_budget = tools, mode, request.temperature, budget
         decides_first = (self.options.tool_decision in ("embedding", "two_step") and mode != "text"
                          and chosen_function(request) is None)
         async with self._turn:
@@ -312,8 +322,9 @@ class LlamaCppBackend:
                     # the arguments are read off the conversation, not invented: decode greedily
                     reply_tools = [t for t in tools if t["function"]["name"] == decision.tool]
                     reply_mode, temperature = "required", 0.0
+                    reply_budget = min(budget, self._call_budget(reply_tools[0], request.messages[-1].content or ""))
             max_calls = self.options.max_tool_calls if reply_tools is tools else 1
-            job = self._job(prompt_tokens, budget, temperature, reply_tools, reply_mode, max_calls, guarded)
+            job = self._job(prompt_tokens, reply_budget, temperature, reply_tools, reply_mode, max_calls, guarded)
             reader = ReplyReader(reply_tools, reply_mode)
             async with contextlib.aclosing(self._reply_text(job, reader)) as deltas:
                 async for delta in deltas:
