@@ -6,8 +6,11 @@ a session asks: the session's default instructions as the system prompt, the ser
 plus a scenario's client tools, ``tool_choice: auto``, the session's temperature 0.6. Cases run
 grouped by scenario, as in a session, where the tools (and so the prompt's prefix) stay the same.
 
-    .venv/bin/python bench/tool_choice.py                          # two_step and one_pass, SmolLM2
+    .venv/bin/python bench/tool_choice.py                          # embedding, two_step and one_pass, SmolLM2
     .venv/bin/python bench/tool_choice.py --decision two_step --model-path some.gguf
+
+Each decision also gets a row for the held-out half: the cases at odd positions of each list
+(``NEEDS_A_TOOL``, ``WORDS_ONLY``). ``router_margin`` (embedding) was picked on the even half only.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import jsonschema
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.tool_choice_cases import ALL_CASES, Case
+from bench.tool_choice_cases import ALL_CASES, NEEDS_A_TOOL, WORDS_ONLY, Case
 from deployments.llm import (
     ChatDone,
     ChatMessage,
@@ -89,6 +92,25 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
+def held_out(case: Case) -> bool:
+    """The half no margin was picked on: odd positions in each list."""
+    cases = NEEDS_A_TOOL if case.tool else WORDS_ONLY
+    return cases.index(case) % 2 == 1
+
+
+def routing_ms(cases: list[Case], margin: float) -> tuple[float, float]:
+    """The embedding decision alone, per message (P50, P95), with each tool set's vectors kept."""
+    from deployments.tool_router import ToolRouter
+
+    router, seconds = ToolRouter(margin), []
+    for case in cases:
+        router.decide(case.tools, case.text)  # the tool set's first message also embeds its tools
+        start = time.perf_counter()
+        router.decide(case.tools, case.text)
+        seconds.append(time.perf_counter() - start)
+    return 1000 * statistics.median(seconds), 1000 * percentile(seconds, 0.95)
+
+
 def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     needs = [o for o in outcomes if o.case.tool]
     words = [o for o in outcomes if not o.case.tool]
@@ -133,7 +155,7 @@ def fmt(ms: float | None) -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--decision", choices=["two_step", "one_pass", "both"], default="both")
+    parser.add_argument("--decision", choices=["embedding", "two_step", "one_pass", "all"], default="all")
     parser.add_argument("--model-path", default=None, help="another GGUF (default: the embedded SmolLM2-135M)")
     parser.add_argument("--n-threads", type=int, default=None)
     parser.add_argument("--limit", type=int, default=None, help="only the first N cases of each kind")
@@ -147,7 +169,7 @@ async def main() -> None:
     if args.limit:
         cases = [c for c in cases if c.tool][: args.limit] + [c for c in cases if not c.tool][: args.limit]
     cases = sorted(cases, key=lambda c: c.scenario)  # stable: one scenario's turns together, as in a session
-    decisions = ["two_step", "one_pass"] if args.decision == "both" else [args.decision]
+    decisions = ["embedding", "two_step", "one_pass"] if args.decision == "all" else [args.decision]
     rows = []
     reference = None
     for decision in decisions:
@@ -157,7 +179,10 @@ async def main() -> None:
         if reference is None:
             reference = await no_tools_first_text(llm, cases)
         print(f"{model}, tool_decision={decision}:", flush=True)
-        rows.append((model, decision, summary(await run(llm, cases, args.verbose))))
+        outcomes = await run(llm, cases, args.verbose)
+        rows.append((model, decision, summary(outcomes)))
+        if not args.limit:
+            rows.append((model, f"{decision}, held-out half", summary([o for o in outcomes if held_out(o.case)])))
         del llm
 
     print("\n| model | tool_decision | right tool | right tool, valid args | args as asked | false calls "
@@ -168,6 +193,9 @@ async def main() -> None:
               f"({s['valid_share']:.0%}) | {s['as_asked']} | {s['false_calls']} ({s['false_share']:.0%}) "
               f"| {fmt(s['first_text_p50_ms'])} / {fmt(s['first_text_p95_ms'])} ms | {fmt(s['to_call_p50_ms'])} ms |")
     print(f"| {rows[0][0]} | no tools offered | - | - | - | - | {reference[0]:.0f} / {reference[1]:.0f} ms | - |")
+    if "embedding" in decisions:
+        p50, p95 = routing_ms(cases, LlmOptions().router_margin)
+        print(f"\nembedding routing step alone: {p50:.1f} / {p95:.1f} ms per message (P50 / P95)")
 
 
 if __name__ == "__main__":

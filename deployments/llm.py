@@ -42,11 +42,16 @@ class LlmOptions(BaseModel):
         "gguf", description="gguf: the chat template inside the model file (ChatML if it has none); chatml: ChatML")
     max_tool_calls: int = Field(
         1, ge=1, le=8, description="Calls one llama.cpp reply may hold; small models repeat a call when allowed more")
-    tool_decision: Literal["two_step", "one_pass"] = Field(
-        "one_pass", description="llama.cpp with tool_choice auto/required. two_step: the model first names the tool "
-        "the message needs (or none), then fills its arguments; one_pass: text or a call in one constrained reply")
+    tool_decision: Literal["embedding", "two_step", "one_pass"] = Field(
+        "one_pass", description="llama.cpp with tool_choice auto/required. embedding: a sentence-embedding model "
+        "picks the tool the message needs (or none) from the tools' descriptions, then the LLM fills its "
+        "arguments; two_step: the same with the LLM's own channel scores; one_pass: text or a call in one "
+        "constrained reply")
     tool_margin: float = Field(
         2.0, ge=0, description="two_step: log-likelihood (nats) by which the best tool must beat 'no tool'")
+    router_margin: float = Field(
+        0.09, description="embedding: cosine similarity by which the closest tool must beat the closest "
+        "words-only line (deployments/tool_router.py)")
 
     ollama_host: str = Field("http://127.0.0.1:11434", description="Base URL of the Ollama server")
     ollama_model: str = Field("llama3.2", description="Model name as `ollama list` shows it")

@@ -4,8 +4,9 @@ Generation blocks, so it runs on one dedicated worker thread (a ``Llama`` is not
 feeds the event loop through a queue; a stop event checked per token ends it when the stream is
 closed. Tool calls use the Hermes convention with grammar-constrained decoding (``tool_grammar``);
 a reply that may be text or a call is decoded free under a logit mask and only falls back to the
-grammar once it opens a call (``text_guard``); with ``two_step`` the model first names the tool a
-message needs, or none (``tool_decision``), and only then writes the call's arguments.
+grammar once it opens a call (``text_guard``); with ``embedding`` (``tool_router``) or ``two_step``
+(``tool_decision``) the tool a message needs, or none, is decided first, and the model only then
+writes that call's arguments.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from deployments.tool_grammar import (
     tool_call_grammar,
     tools_system_prompt,
 )
+from deployments.tool_router import ToolRouter
 
 logger = logging.getLogger(__name__)
 _END = object()
@@ -100,6 +102,7 @@ class LlamaCppBackend:
                 bos_token=self.llm.detokenize([self.llm.token_bos()], special=True).decode("utf-8", "replace"),
             )
         self._chooser = ChannelChooser(self.llm) if options.tool_decision == "two_step" else None
+        self._router = ToolRouter(options.router_margin) if options.tool_decision == "embedding" else None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
         self._turn = asyncio.Lock()
         self._running: asyncio.Future | None = None
@@ -157,6 +160,27 @@ class LlamaCppBackend:
     def _decide(self, names: list[str], contexts: list[list[int]], message: list[int]) -> Decision:
         """Worker thread: which of ``names`` the user's message needs."""
         return decide(names, self._chooser.score(contexts, message), self.options.tool_margin)
+
+    async def _decision(self, request: ChatRequest, tools: list[dict], allow_answer: bool) -> Decision | None:
+        """Which tool the user's last message needs (``Decision.tool`` None: none); None: no decision made."""
+        loop = asyncio.get_running_loop()
+        if self._router is not None:
+            return await loop.run_in_executor(self._worker, self._router.decide, tools,
+                                              request.messages[-1].content or "", allow_answer)
+        if len(tools) >= MAX_CHOICES:
+            return None
+        names, contexts, message = self._choice_prompts(request, tools, allow_answer)
+        return await loop.run_in_executor(self._worker, self._decide, names, contexts, message)
+
+    def _call_budget(self, tool: dict, message: str) -> int:
+        """Tokens a call to ``tool`` whose values come from ``message`` can need: its markup, name and
+        keys, and values of twice the message's length. A small model can run on inside a string
+        to the end of any budget; this ends it while an answer in words is still quick."""
+        function = tool["function"]
+        keys = "".join(f'"{key}": , ' for key in (function.get("parameters") or {}).get("properties", {}))
+        frame = f'<tool_call>\n{{"name": "{function["name"]}", "arguments": {{{keys}}}}}\n</tool_call>'
+        count = len(self.llm.tokenize(frame.encode("utf-8"), add_bos=False, special=False))
+        return count + 2 * len(self.llm.tokenize(message.encode("utf-8"), add_bos=False, special=False)) + 8
 
     def _grammar(self, text: str | None) -> llama_cpp.LlamaGrammar | None:
         if text is None:
@@ -280,16 +304,17 @@ class LlamaCppBackend:
                                   f"{self.options.n_ctx}", "context_length_exceeded")
         guarded = bool(tools) or has_tool_markup(request.messages)
         budget = min(request.max_tokens, room)
-        reply_tools, reply_mode, temperature = tools, mode, request.temperature
-        two_step = self.options.tool_decision == "two_step" and mode != "text" and chosen_function(request) is None
+        reply_tools, reply_mode, temperature, reply_budget = tools, mode, request.temperature, budget
+        decides_first = (self.options.tool_decision in ("embedding", "two_step") and mode != "text"
+                         and chosen_function(request) is None)
         async with self._turn:
-            if two_step and request.messages[-1].role == "tool":
+            decision = None
+            if decides_first and request.messages[-1].role == "tool":
                 # a small model only repeats the call it just made: with its result in hand, it answers
                 reply_tools, reply_mode = [], "text"
-            elif two_step and request.messages[-1].role == "user" and len(tools) < MAX_CHOICES:
-                names, contexts, message = self._choice_prompts(request, tools, mode == "auto")
-                decision = await asyncio.get_running_loop().run_in_executor(
-                    self._worker, self._decide, names, contexts, message)
+            elif decides_first and request.messages[-1].role == "user":
+                decision = await self._decision(request, tools, mode == "auto")
+            if decision is not None:
                 logger.debug("tool decision %s from %s", decision.tool, decision.scores)
                 if decision.tool is None:
                     reply_tools, reply_mode = [], "text"
@@ -297,16 +322,20 @@ class LlamaCppBackend:
                     # the arguments are read off the conversation, not invented: decode greedily
                     reply_tools = [t for t in tools if t["function"]["name"] == decision.tool]
                     reply_mode, temperature = "required", 0.0
+                    reply_budget = min(budget, self._call_budget(reply_tools[0], request.messages[-1].content or ""))
             max_calls = self.options.max_tool_calls if reply_tools is tools else 1
-            job = self._job(prompt_tokens, budget, temperature, reply_tools, reply_mode, max_calls, guarded)
+            job = self._job(prompt_tokens, reply_budget, temperature, reply_tools, reply_mode, max_calls, guarded)
             reader = ReplyReader(reply_tools, reply_mode)
             async with contextlib.aclosing(self._reply_text(job, reader)) as deltas:
                 async for delta in deltas:
                     yield delta
             calls, used, cached = reader.calls(), job.completion_tokens, job.cached_tokens
             answered = answered_calls(request.messages)
-            if calls and mode == "auto" and all(call_key(call) in answered for call in calls):
-                # Small models echo the call whose result they were just given; answer in words instead.
+            echoed = calls and all(call_key(call) in answered for call in calls)
+            unwritten = not calls and decision is not None and decision.tool is not None
+            if mode == "auto" and (echoed or unwritten):
+                # Small models echo the call whose result they were just given, or run on inside the
+                # arguments of the call decided for them until the budget ends; answer in words instead.
                 job, calls = self._job(prompt_tokens, budget, request.temperature, [], "text", 1, True), []
                 async with contextlib.aclosing(self._reply_text(job, ReplyReader(tools, "text"))) as deltas:
                     async for delta in deltas:

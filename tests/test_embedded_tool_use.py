@@ -1,6 +1,6 @@
-"""Tool use on the embedded model with the opt-in two-step decision, end to end: no scripted replies,
-the real SmolLM2-135M decides (deployments/tool_decision.py, ``tool_decision: two_step``) and writes
-the call, the real STT hears the question, the real TTS speaks the answer. Driven only through the
+"""Tool use on the embedded models with the opt-in embedding decision, end to end: no scripted replies,
+the real sentence-embedding router decides (deployments/tool_router.py, ``tool_decision: embedding``),
+the real SmolLM2-135M writes the call, the real STT hears the question, the real TTS speaks the answer. Driven only through the
 public sockets (native `/ws`, OpenAI SDK).
 """
 
@@ -32,9 +32,9 @@ ORDER_TOOL = {"type": "function", "name": "lookup_order",
 
 
 @pytest.fixture(scope="module")
-def two_step(models):
-    """The shared embedded models, with the LLM deciding on tools in two steps."""
-    return models.with_llm(LlmOptions(tool_decision="two_step"))
+def routed(models):
+    """The shared embedded models, a sentence-embedding router deciding on tools (deployments/tool_router.py)."""
+    return models.with_llm(LlmOptions(tool_decision="embedding"))
 
 
 def spoken(models, text: str) -> np.ndarray:
@@ -47,10 +47,10 @@ def spoken(models, text: str) -> np.ndarray:
 
 
 def test_a_spoken_request_for_the_time_gets_the_tool_card_and_a_spoken_answer_from_its_result(
-        two_step, smart_turn_model, tmp_path):
-    question = spoken(two_step, TIME_QUESTION)
+        routed, smart_turn_model, tmp_path):
+    question = spoken(routed, TIME_QUESTION)
     # greedy replies: the answer's wording is then the same on every run
-    host = SessionHost(two_step, server_options(tmp_path / "db.sqlite3", playback_lead_ms=60_000, temperature=0.0),
+    host = SessionHost(routed, server_options(tmp_path / "db.sqlite3", playback_lead_ms=60_000, temperature=0.0),
                        InProcessTurnEnd(smart_turn_model))
     with TestClient(build_app(host)) as client, client.websocket_connect("/ws") as ws:
         talk = Conversation(ws)
@@ -81,8 +81,8 @@ def test_a_spoken_request_for_the_time_gets_the_tool_card_and_a_spoken_answer_fr
     assert [(r["name"], r["status"]) for r in rows] == [("get_current_time", "ok")]
 
 
-async def test_a_client_declared_tool_round_trip_through_the_openai_sdk(two_step, tmp_path):
-    app = build_app(SessionHost(two_step, server_options(tmp_path / "db.sqlite3", playback_lead_ms=60_000)))
+async def test_a_client_declared_tool_round_trip_through_the_openai_sdk(routed, tmp_path):
+    app = build_app(SessionHost(routed, server_options(tmp_path / "db.sqlite3", playback_lead_ms=60_000)))
     with LiveServer(app) as server:
         async with realtime(server.ws_url, "ga") as rt:
             await rt.configure(tools=[ORDER_TOOL])

@@ -57,9 +57,9 @@ def smollm():
 
 
 @pytest.fixture
-def two_step_smollm():
-    """The embedded model with the opt-in two-step tool decision (deployments/tool_decision.py)."""
-    return LanguageModel.func_or_class(LlmOptions(tool_decision="two_step"))
+def one_pass_smollm():
+    """The embedded model choosing between text and a call in one constrained reply."""
+    return LanguageModel.func_or_class(LlmOptions(tool_decision="one_pass"))
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ async def test_named_tool_choice_forces_that_function_with_typed_arguments(smoll
     assert arguments["minutes"] == 5
 
 
-@pytest.mark.parametrize("decision", ["two_step", "one_pass"])
+@pytest.mark.parametrize("decision", ["embedding", "two_step", "one_pass"])
 async def test_auto_replies_are_plain_text_or_well_formed_calls(decision):
     model = LanguageModel.func_or_class(LlmOptions(tool_decision=decision))
     for _ in range(3):
@@ -118,8 +118,9 @@ async def test_auto_replies_are_plain_text_or_well_formed_calls(decision):
 HTML = [{"role": "user", "content": "Write the HTML tag that makes text bold, like <b>."}]
 
 
-async def test_an_auto_reply_decoded_free_still_keeps_to_the_text_rule(smollm):
+async def test_an_auto_reply_decoded_free_still_keeps_to_the_text_rule(one_pass_smollm):
     """With tools offered a reply runs without the grammar (text_guard), yet holds no '<'."""
+    smollm = one_pass_smollm
     plain = texts(await collect(smollm.chat({"messages": HTML, "max_tokens": 40, "temperature": 0.0})))
     guarded = await collect(smollm.chat({"messages": HTML, "tools": [WEATHER], "max_tokens": 40,
                                          "temperature": 0.0}))
@@ -128,8 +129,9 @@ async def test_an_auto_reply_decoded_free_still_keeps_to_the_text_rule(smollm):
     assert not [e for e in guarded if isinstance(e, ToolCallEvent)]
 
 
-async def test_a_reply_that_opens_a_call_is_decoded_again_under_the_grammar(smollm):
+async def test_a_reply_that_opens_a_call_is_decoded_again_under_the_grammar(one_pass_smollm):
     """Four weather lookups before it: the model opens '<' and gets a well-formed call, not text."""
+    smollm = one_pass_smollm
     history = []
     for index, city in enumerate(["Paris", "London", "Rome", "Oslo"]):
         call = ToolCall(id=f"call_{index}", name="get_weather", arguments=json.dumps({"city": city}))
@@ -260,8 +262,9 @@ async def test_model_keeps_answering_after_bad_input(shared_smollm):
     assert (await shared_smollm.info())["model"] == "SmolLM2-135M-Instruct.Q4_1"
 
 
-async def test_the_two_step_decision_chooses_the_tool_a_request_needs_and_fills_its_arguments(two_step_smollm):
-    smollm = two_step_smollm
+@pytest.mark.parametrize("decision", ["embedding", "two_step"])
+async def test_a_decision_first_chooses_the_tool_a_request_needs_and_fills_its_arguments(decision):
+    smollm = LanguageModel.func_or_class(LlmOptions(tool_decision=decision))
     for messages, tool, key, value in [(PARIS, "get_weather", "city", "paris"),
                                        ([{"role": "user", "content": "start a timer for 5 minutes"}],
                                         "set_timer", "minutes", 5)]:
@@ -275,7 +278,7 @@ async def test_the_two_step_decision_chooses_the_tool_a_request_needs_and_fills_
         assert (arguments[key].lower() if isinstance(value, str) else arguments[key]) == value
 
 
-@pytest.mark.parametrize("decision", ["two_step", "one_pass"])
+@pytest.mark.parametrize("decision", ["embedding", "two_step", "one_pass"])
 async def test_chit_chat_with_tools_offered_is_answered_in_words(decision):
     smollm = LanguageModel.func_or_class(LlmOptions(tool_decision=decision))
     for text in ("Hi there, how are you today?", "Who wrote Romeo and Juliet?"):
