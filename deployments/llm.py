@@ -43,7 +43,7 @@ class LlmOptions(BaseModel):
     max_tool_calls: int = Field(
         1, ge=1, le=8, description="Calls one llama.cpp reply may hold; small models repeat a call when allowed more")
     tool_decision: Literal["embedding", "two_step", "one_pass"] = Field(
-        "one_pass", description="llama.cpp with tool_choice auto/required. embedding: a sentence-embedding model "
+        "embedding", description="llama.cpp with tool_choice auto/required. embedding: a sentence-embedding model "
         "picks the tool the message needs (or none) from the tools' descriptions, then the LLM fills its "
         "arguments; two_step: the same with the LLM's own channel scores; one_pass: text or a call in one "
         "constrained reply")
