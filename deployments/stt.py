@@ -151,15 +151,15 @@ class WhisperTranscriber:
         """Decode utterances of up to 30 s in one model batch; longer ones use Whisper's long-form decoding.
 
         Whisper's encoder always reads a 30 s window, however short the speech, and on CPU that is
-        ~90 % of a short utterance's time (tiny.en int8, 2 threads: 441 of ~480 ms). An utterance that
-        fits ``short_window_s`` (less a 2 s margin) is decoded in that shorter window first: over the
-        39 English clips of ``shared/speech`` a 16 s window gave corpus WER 0.068 against 0.077 in 30 s
-        in 190 ms against 441, but made three of the non-speech clips say something ("The End" over
-        music). Those results are unsure by Whisper's own measures (no_speech_prob near 0.6), so a
-        short-window result with a segment over ``short_window_recheck_no_speech`` or under
-        ``log_prob_threshold`` is decoded again in 30 s: 2 of the 39 speech clips and every non-speech
-        clip took the second pass, the non-speech clips all came out blank as in 30 s, and speech
-        stayed at WER 0.075 (P50 177 ms).
+        ~90 % of a short utterance's time (tiny.en int8, 2 threads: 324-416 ms of 355-457 ms on four
+        clips). An utterance that fits ``short_window_s`` (less a 2 s margin) is decoded in that
+        shorter window first, but a 16 s window alone made three of the non-speech clips say
+        something ("The End" over music); those results are unsure by Whisper's own measures
+        (no_speech_prob near 0.6), so a short-window result with a segment over
+        ``short_window_recheck_no_speech`` or under ``log_prob_threshold`` is decoded again in 30 s.
+        ``bench/stt_window.py`` (39 English clips of ``shared/speech``, idle box): corpus WER 0.075
+        against 0.077 in 30 s, P50 194 ms against 429 ms a clip, 2 clips decoded twice, and no text
+        from the 6 non-speech clips cut to 1-30 s. A 10 s window made tiny.en miss speech (WER 0.25).
         """
         audios = [self.validate(u) for u in utterances]
         results: dict[int, Transcription] = {i: self._transcribe_long(a) for i, a in enumerate(audios)
