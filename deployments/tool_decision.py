@@ -109,7 +109,8 @@ class ChannelChooser:
 
 
 def decide(names: list[str], scores: list[float], margin: float) -> Decision:
-    """The tool under which the message is most likely, if it beats "no tool" by ``margin`` nats.
+    """The best-scoring tool, if it beats "no tool" by ``margin`` (nats here; cosine similarity in
+    ``tool_router``, which applies the same rule).
 
     The margin favours answering in words: a call nobody asked for costs the user more than a
     missed one, which they can ask for again.

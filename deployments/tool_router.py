@@ -26,7 +26,7 @@ import numpy as np
 import onnxruntime
 import tokenizers
 
-from deployments.tool_decision import ANSWER, Decision
+from deployments.tool_decision import ANSWER, Decision, decide
 
 # What a turn answered in words sounds like: the "no tool" side of the comparison. Kinds of turn,
 # not tools or keywords; a message must be closer to a tool than to all of these to call it.
@@ -110,12 +110,8 @@ class ToolRouter:
         missed one, which they can ask for again.
         """
         vector = self.encoder.encode([message.strip() or " "])[0]
-        similarity = self._tool_vectors(tools) @ vector
-        scores = {t["function"]["name"]: float(s) for t, s in zip(tools, similarity)}
-        best = tools[int(np.argmax(similarity))]["function"]["name"]
-        if not allow_answer:
-            return Decision(best, scores)
-        scores[ANSWER] = float((self.answer_lines @ vector).max())
-        if scores[best] - scores[ANSWER] < self.margin:
-            return Decision(None, scores)
-        return Decision(best, scores)
+        names = [t["function"]["name"] for t in tools]
+        scores = [float(s) for s in self._tool_vectors(tools) @ vector]
+        if allow_answer:
+            names, scores = [*names, ANSWER], [*scores, float((self.answer_lines @ vector).max())]
+        return decide(names, scores, self.margin)
