@@ -1,4 +1,4 @@
-"""Tool use on the embedded models with the opt-in embedding decision, end to end: no scripted replies,
+"""Tool use on the embedded models with the default embedding decision, end to end: no scripted replies,
 the real sentence-embedding router decides (deployments/tool_router.py, ``tool_decision: embedding``),
 the real SmolLM2-135M writes the call, the real STT hears the question, the real TTS speaks the answer. Driven only through the
 public sockets (native `/ws`, OpenAI SDK).
